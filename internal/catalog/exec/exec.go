@@ -1,0 +1,286 @@
+// Package exec is the catalog entry that answers "what is being started":
+// every execve/execveat with its parent, user, filename, bounded argv and
+// result, counts by command and the failed ones.
+package exec
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/nannyagent/nannyagent/internal/catalog"
+)
+
+// Info describes the entry.
+var Info = catalog.Info{
+	Name:        "exec",
+	Answers:     "what is being started",
+	Reports:     "pid, ppid, uid, comm, filename, argv (bounded), return value; counts by comm; failed execs",
+	Aliases:     []string{"execsnoop", "exec", "execve", "process_exec", "new_processes"},
+	Tracepoints: []string{"syscalls:sys_enter_execve", "syscalls:sys_exit_execve", "syscalls:sys_enter_execveat", "syscalls:sys_exit_execveat", "sched:sched_process_exec"},
+	Functions:   []string{"execve", "do_execve", "do_execveat_common", "bprm_execve", "__x64_sys_execve", "__arm64_sys_execve"},
+	Keywords:    []string{"exec", "process start", "spawn", "fork bomb", "short-lived"},
+	Filters:     []catalog.Filter{catalog.FilterPID, catalog.FilterTID, catalog.FilterUID, catalog.FilterComm, catalog.FilterCgroup, catalog.FilterFailed},
+	Requires: []catalog.Requirement{
+		{Feature: catalog.FeatureTracepoint, Name: "syscalls/sys_enter_execve"},
+		{Feature: catalog.FeatureTracepoint, Name: "syscalls/sys_exit_execve"},
+	},
+	Attach:  []string{"tracepoint"},
+	Streams: true,
+}
+
+// Event is one exec, decoded.
+type Event struct {
+	PID, TID, PPID int32
+	UID            uint32
+	Comm           string
+	Filename       string
+	Args           []string
+	ArgsTruncated  bool
+	Ret            int32
+}
+
+// Entry is the catalog entry.
+type Entry struct{}
+
+func (Entry) Info() catalog.Info            { return Info }
+func (Entry) Check(k *catalog.Kernel) error { return catalog.CheckRequirements(k, Info) }
+func (Entry) Start(ctx context.Context, k *catalog.Kernel, p catalog.Params) (catalog.Trace, error) {
+	return start(k, p)
+}
+
+// objects names only what this entry loads.
+type objects struct {
+	TpEnterExecve   *ebpf.Program `ebpf:"tp_enter_execve"`
+	TpEnterExecveat *ebpf.Program `ebpf:"tp_enter_execveat"`
+	TpExitExecve    *ebpf.Program `ebpf:"tp_exit_execve"`
+	TpExitExecveat  *ebpf.Program `ebpf:"tp_exit_execveat"`
+	execMaps
+}
+
+type trace struct {
+	params  catalog.Params
+	objs    objects
+	links   catalog.Links
+	stream  *catalog.EventStream
+	usePerf bool
+	start   time.Time
+
+	mu  sync.Mutex // guards agg: written by the stream goroutine, read by Stop
+	agg aggregate
+
+	stopOnce sync.Once
+	result   *catalog.Result
+	err      error
+}
+
+func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
+	if err := p.Validate(Info); err != nil {
+		return nil, err
+	}
+	if err := catalog.CheckRequirements(k, Info); err != nil {
+		return nil, err
+	}
+	spec, err := loadExec()
+	if err != nil {
+		return nil, fmt.Errorf("exec: read BPF spec: %w", err)
+	}
+	if err := catalog.SetFilters(spec, p); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	t := &trace{params: p, agg: newAggregate()}
+	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	if err := k.Load(spec, &t.objs); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = t.links.Close()
+			_ = t.objs.Close()
+		}
+	}()
+	// The stream starts before the programs attach so no early event waits.
+	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, t.usePerf, t.handle)
+	if err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_, _ = t.stream.Stop()
+		}
+	}()
+	for _, a := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_enter_execve", t.objs.TpEnterExecve},
+		{"sys_exit_execve", t.objs.TpExitExecve},
+		{"sys_enter_execveat", t.objs.TpEnterExecveat},
+		{"sys_exit_execveat", t.objs.TpExitExecveat},
+	} {
+		if err := t.links.Tracepoint("syscalls", a.name, a.prog); err != nil {
+			return nil, fmt.Errorf("exec: %w", err)
+		}
+	}
+	t.start = time.Now()
+	return t, nil
+}
+
+func (o *objects) Close() error {
+	return catalog.CloseAll(o.TpEnterExecve, o.TpEnterExecveat, o.TpExitExecve, o.TpExitExecveat, &o.execMaps)
+}
+
+func (t *trace) handle(raw []byte) {
+	var rec execExecEvent
+	if err := catalog.Decode(raw, &rec); err != nil {
+		t.mu.Lock()
+		t.agg.malformed++
+		t.mu.Unlock()
+		return
+	}
+	ev := decodeEvent(&rec)
+	t.mu.Lock()
+	t.agg.add(ev)
+	t.mu.Unlock()
+}
+
+func decodeEvent(rec *execExecEvent) Event {
+	return Event{
+		PID: rec.Pid, TID: rec.Tid, PPID: rec.Ppid, UID: rec.Uid,
+		Comm:          catalog.CString(rec.Comm[:]),
+		Filename:      catalog.CString(rec.Filename[:]),
+		Args:          catalog.SplitArgs(rec.Args[:], int(rec.ArgsSize)),
+		ArgsTruncated: rec.Truncated != 0,
+		Ret:           rec.Retval,
+	}
+}
+
+func (t *trace) Seen() uint64 { return t.stream.Seen() }
+
+func (t *trace) Stop() (*catalog.Result, error) {
+	t.stopOnce.Do(func() {
+		end := time.Now()
+		detachErr := t.links.Close()
+		lost, streamErr := t.stream.Stop()
+		closeErr := t.objs.Close()
+		t.mu.Lock()
+		res := t.agg.result(t.params)
+		t.mu.Unlock()
+		res.Start, res.End, res.Lost = t.start, end, lost
+		res.Attach = "tracepoint, " + transport(t.usePerf)
+		res.Compact()
+		t.result = res
+		if err := firstErr(detachErr, streamErr, closeErr); err != nil {
+			t.err = fmt.Errorf("exec: stop: %w", err)
+		}
+	})
+	return t.result, t.err
+}
+
+func transport(perf bool) string {
+	if perf {
+		return "perf buffer"
+	}
+	return "ring buffer"
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// aggregate is the user-space side: counts by comm, failures, samples.
+type aggregate struct {
+	total, failed, malformed uint64
+	byComm                   map[string]uint64
+	failures                 map[failKey]uint64
+	samples                  []Event
+}
+
+type failKey struct {
+	filename string
+	errno    int32
+}
+
+func newAggregate() aggregate {
+	return aggregate{byComm: map[string]uint64{}, failures: map[failKey]uint64{}}
+}
+
+func (a *aggregate) add(ev Event) {
+	a.total++
+	if ev.Ret < 0 {
+		a.failed++
+		a.failures[failKey{ev.Filename, -ev.Ret}]++
+		// A failed exec keeps the caller's comm: count the program asked for.
+		a.byComm[baseName(ev.Filename)]++
+	} else {
+		a.byComm[ev.Comm]++
+	}
+	if len(a.samples) < catalog.MaxSamples {
+		a.samples = append(a.samples, ev)
+	}
+}
+
+func baseName(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		path = path[i+1:]
+	}
+	if len(path) > 15 {
+		path = path[:15]
+	}
+	return path
+}
+
+func (a *aggregate) result(p catalog.Params) *catalog.Result {
+	res := &catalog.Result{Entry: Info.Name, Params: p.Describe(), Events: a.total}
+	top, _ := catalog.TopN(a.byComm, catalog.MaxRows, func(x, y string) bool { return x < y })
+	byComm := catalog.Table{Title: "execs by command", Columns: []string{"comm", "count"}}
+	for _, r := range top {
+		byComm.AddRow(r.Key, catalog.U(r.Score))
+	}
+	byComm.TotalRows = len(a.byComm)
+	fails, _ := catalog.TopN(a.failures, catalog.MaxRows, func(x, y failKey) bool { return x.filename < y.filename })
+	failTab := catalog.Table{Title: "failed execs", Columns: []string{"filename", "error", "count"}}
+	for _, r := range fails {
+		failTab.AddRow(r.Key.filename, catalog.ErrnoName(int64(r.Key.errno)), catalog.U(r.Score))
+	}
+	failTab.TotalRows = len(a.failures)
+	samples := &catalog.Table{Title: "sample execs", Columns: []string{"pid", "ppid", "uid", "comm", "ret", "argv"}}
+	for _, ev := range a.samples {
+		argv := strings.Join(ev.Args, " ")
+		if ev.ArgsTruncated {
+			argv += " " + catalog.TruncMarker
+		}
+		if argv == "" {
+			argv = ev.Filename
+		}
+		samples.AddRow(catalog.U(ev.PID), catalog.U(ev.PPID), catalog.U(ev.UID), ev.Comm, retString(ev.Ret), argv)
+	}
+	samples.TotalRows = int(a.total)
+	res.Tables = []catalog.Table{byComm, failTab}
+	res.Samples = samples
+	res.Summary = fmt.Sprintf("%d execs, %d failed, %d distinct commands", a.total, a.failed, len(a.byComm))
+	if len(top) > 0 {
+		res.Summary += fmt.Sprintf("; most started: %s (%d)", top[0].Key, top[0].Score)
+	}
+	if a.malformed > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d malformed event records ignored", a.malformed))
+	}
+	return res
+}
+
+func retString(ret int32) string {
+	if ret < 0 {
+		return catalog.ErrnoName(int64(ret))
+	}
+	return "0"
+}
