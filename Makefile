@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X github.com/nannyagent/nannyagent/internal/version.Version=$(
 GEN_PKGS = $(sort $(dir $(wildcard internal/catalog/*/gen.go)))
 FUZZTIME ?= 5s
 
-.PHONY: help generate generate-check build test test-unit fuzz bench lint clean
+.PHONY: help generate generate-check build test fuzz bench lint clean docs
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,3 +52,6 @@ lint: ## gofmt and go vet
 
 clean: ## remove build output
 	rm -rf bin
+
+docs: ## regenerate the catalog reference in docs/EBPF_MONITORING.md
+	$(GO) test ./internal/catalog/registry -run TestCatalogDocsUpToDate -update-docs -count=1
