@@ -68,6 +68,18 @@ func (f *Features) Get(feat Feature) Status {
 	return Status{State: Inconclusive, Detail: "not probed"}
 }
 
+// Feature returns the status of one feature, probing it on first use.
+func (k *Kernel) Feature(feat Feature) Status {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if st, ok := k.probed[feat]; ok {
+		return st
+	}
+	st := k.probeFeature(feat)
+	k.probed[feat] = st
+	return st
+}
+
 func (f *Features) zapFields() []zap.Field {
 	fields := []zap.Field{zap.String("release", f.Release)}
 	for _, feat := range AllFeatures {
@@ -76,39 +88,52 @@ func (f *Features) zapFields() []zap.Field {
 	return fields
 }
 
-func probe(k *Kernel) Features {
-	f := Features{Release: kernelRelease(), Status: map[Feature]Status{}}
-	set := func(feat Feature, err error) {
-		switch {
-		case k.Disable[feat]:
-			f.Status[feat] = Status{State: No, Detail: "disabled (NANNYAGENT_DISABLE_FEATURES or a test switch)"}
-		case err == nil:
-			f.Status[feat] = Status{State: Yes}
-		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-			f.Status[feat] = Status{State: Inconclusive, Detail: "permission denied: run as root to probe"}
-		default:
-			f.Status[feat] = Status{State: No, Detail: err.Error()}
+// probeFeature runs the probe of one feature. Probes are lazy: an entry
+// pays only for what it asks about (a tracepoint attach probe alone would
+// cost ~50 ms, most of it detaching).
+func (k *Kernel) probeFeature(feat Feature) Status {
+	if k.Disable[feat] {
+		return Status{State: No, Detail: "disabled (NANNYAGENT_DISABLE_FEATURES or a test switch)"}
+	}
+	var err error
+	switch feat {
+	case FeatureRoot:
+		if os.Geteuid() != 0 {
+			err = errors.New("not running as root: loading BPF programs needs root (or CAP_BPF+CAP_PERFMON)")
 		}
+	case FeatureBTF:
+		_, err = k.BTF()
+	case FeatureRingBuf:
+		err = features.HaveMapType(ebpf.RingBuf)
+	case FeaturePerfBuf:
+		err = features.HaveMapType(ebpf.PerfEventArray)
+	case FeatureTracefs:
+		_, err = EnsureTracefs()
+	case FeatureTracepoint:
+		err = probeTracepoint()
+	case FeatureRawTracepoint:
+		err = probeRawTracepoint()
+	case FeatureTpBTF:
+		err = probeTpBTF(k)
+	case FeatureKprobe:
+		err = probeKprobe()
+	case FeatureUprobe:
+		err = probeUprobe()
+	case FeaturePerfEvent:
+		err = probePerfEvent()
+	case FeatureStackTrace:
+		err = features.HaveMapType(ebpf.StackTrace)
+	default:
+		return Status{State: Inconclusive, Detail: "unknown feature"}
 	}
-	root := error(nil)
-	if os.Geteuid() != 0 {
-		root = errors.New("not running as root: loading BPF programs needs root (or CAP_BPF+CAP_PERFMON)")
+	switch {
+	case err == nil:
+		return Status{State: Yes}
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return Status{State: Inconclusive, Detail: "permission denied: run as root to probe"}
+	default:
+		return Status{State: No, Detail: err.Error()}
 	}
-	set(FeatureRoot, root)
-	_, btfErr := k.BTF()
-	set(FeatureBTF, btfErr)
-	set(FeatureRingBuf, features.HaveMapType(ebpf.RingBuf))
-	set(FeaturePerfBuf, features.HaveMapType(ebpf.PerfEventArray))
-	_, tfErr := EnsureTracefs()
-	set(FeatureTracefs, tfErr)
-	set(FeatureTracepoint, probeTracepoint(tfErr))
-	set(FeatureRawTracepoint, probeRawTracepoint())
-	set(FeatureTpBTF, probeTpBTF(k, btfErr))
-	set(FeatureKprobe, probeKprobe())
-	set(FeatureUprobe, probeUprobe())
-	set(FeaturePerfEvent, probePerfEvent())
-	set(FeatureStackTrace, features.HaveMapType(ebpf.StackTrace))
-	return f
 }
 
 func kernelRelease() string {
@@ -130,20 +155,22 @@ func loadEmpty(spec *ebpf.ProgramSpec) (*ebpf.Program, error) {
 	return ebpf.NewProgram(spec)
 }
 
-func probeTracepoint(tracefsErr error) error {
-	if tracefsErr != nil {
-		return tracefsErr
+// probeTracepoint loads a tracepoint program and finds a tracepoint's id
+// in tracefs; it does not attach (detaching costs ~50 ms), the entries'
+// own attach reports what fails there.
+func probeTracepoint() error {
+	if _, err := EnsureTracefs(); err != nil {
+		return err
 	}
 	prog, err := loadEmpty(&ebpf.ProgramSpec{Type: ebpf.TracePoint})
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
-	l, err := link.Tracepoint("sched", "sched_process_exit", prog, nil)
-	if err != nil {
-		return err
+	prog.Close()
+	if !TracepointExists("sched/sched_process_exit") {
+		return errors.New("tracefs has no events/sched/sched_process_exit")
 	}
-	return l.Close()
+	return nil
 }
 
 func probeRawTracepoint() error {
@@ -159,11 +186,14 @@ func probeRawTracepoint() error {
 	return l.Close()
 }
 
-func probeTpBTF(k *Kernel, btfErr error) error {
-	if btfErr != nil {
-		return fmt.Errorf("needs kernel BTF: %w", btfErr)
+// probeTpBTF loads a tp_btf program: the load resolves the target in the
+// kernel's BTF and is where kernels refuse tracing programs (EPERM on some
+// hosts); attaching would only add an RCU-synchronised detach.
+func probeTpBTF(k *Kernel) error {
+	spec, err := k.BTF()
+	if err != nil {
+		return fmt.Errorf("needs kernel BTF: %w", err)
 	}
-	spec, _ := k.BTF()
 	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
 		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_process_exit",
 		Instructions: emptyProgram, License: "GPL",
@@ -171,12 +201,7 @@ func probeTpBTF(k *Kernel, btfErr error) error {
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
-	if err != nil {
-		return err
-	}
-	return l.Close()
+	return prog.Close()
 }
 
 func probeKprobe() error {

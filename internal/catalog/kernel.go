@@ -29,8 +29,8 @@ type Kernel struct {
 
 	btf *btf.Cache
 
-	probeOnce sync.Once
-	features  Features
+	mu     sync.Mutex
+	probed map[Feature]Status
 }
 
 // DefaultRingBytes holds bursts of tens of thousands of events between the
@@ -43,7 +43,7 @@ func NewKernel(log *zap.Logger) *Kernel {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	k := &Kernel{Log: log, btf: btf.NewCache(), Disable: map[Feature]bool{}}
+	k := &Kernel{Log: log, btf: btf.NewCache(), Disable: map[Feature]bool{}, probed: map[Feature]Status{}}
 	for _, f := range strings.Split(os.Getenv("NANNYAGENT_DISABLE_FEATURES"), ",") {
 		if f = strings.TrimSpace(f); f != "" {
 			k.Disable[Feature(f)] = true
@@ -55,23 +55,25 @@ func NewKernel(log *zap.Logger) *Kernel {
 // BTF returns the kernel's type information, parsed on first use.
 func (k *Kernel) BTF() (*btf.Spec, error) { return k.btf.Kernel() }
 
-// Features returns the probed capabilities of this kernel.
+// Features probes every feature (what `check` reports) and logs one
+// summary.
 func (k *Kernel) Features() *Features {
-	k.probeOnce.Do(func() {
-		k.features = probe(k)
-		k.Log.Info("kernel features", k.features.zapFields()...)
-	})
-	return &k.features
+	f := &Features{Release: kernelRelease(), Status: map[Feature]Status{}}
+	for _, feat := range AllFeatures {
+		f.Status[feat] = k.Feature(feat)
+	}
+	k.Log.Info("kernel features", f.zapFields()...)
+	return f
 }
 
 // Have reports whether feature f works here (and is not disabled).
 func (k *Kernel) Have(f Feature) bool {
-	return k.Features().Get(f).State == Yes
+	return k.Feature(f).State == Yes
 }
 
 // Has checks one requirement, with an error that says what is missing.
 func (k *Kernel) Has(r Requirement) error {
-	st := k.Features().Get(r.Feature)
+	st := k.Feature(r.Feature)
 	if st.State != Yes {
 		msg := string(r.Feature) + " unavailable"
 		if st.Detail != "" {
