@@ -60,7 +60,7 @@ struct trace_event_raw_tcp_event_sk___nanny {
 struct trace_event_raw_tcp_send_reset___nanny {
 	const void *skaddr;
 	int state;
-	__u32 reason;
+	enum sk_rst_reason reason; /* an enum: CO-RE matches field kinds */
 	__u8 saddr[28];
 	__u8 daddr[28];
 } __attribute__((preserve_access_index));

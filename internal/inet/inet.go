@@ -5,6 +5,7 @@
 package inet
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -79,3 +80,19 @@ func (e Enum) Value(name string) (uint64, bool) {
 
 // NewEnum builds an Enum from a table (tests, kernels without BTF).
 func NewEnum(names map[uint64]string) Enum { return Enum{names: names} }
+
+// Conn is a TCP connection independent of the side it is seen from: on
+// loopback both ends are on this host and report the same connection.
+type Conn struct {
+	A, B   [16]byte
+	PA, PB uint16
+}
+
+// ConnOf orders the two endpoints so that both sides give the same Conn.
+func ConnOf(local [16]byte, lport uint16, remote [16]byte, rport uint16) Conn {
+	c := Conn{local, remote, lport, rport}
+	if cmp := bytes.Compare(local[:], remote[:]); cmp > 0 || (cmp == 0 && lport > rport) {
+		c = Conn{remote, local, rport, lport}
+	}
+	return c
+}

@@ -47,3 +47,10 @@ func TestKernelEnum(t *testing.T) {
 	_, err = KernelEnum(nil, "x", "")
 	assert.Error(t, err)
 }
+
+func TestConnOf(t *testing.T) {
+	a, b := [16]byte{15: 1}, [16]byte{15: 2}
+	assert.Equal(t, ConnOf(a, 80, b, 40000), ConnOf(b, 40000, a, 80))
+	assert.Equal(t, ConnOf(a, 80, a, 40000), ConnOf(a, 40000, a, 80))
+	assert.NotEqual(t, ConnOf(a, 80, a, 40000), ConnOf(a, 81, a, 40000))
+}

@@ -174,14 +174,13 @@ func buildResult(p catalog.Params, flows map[Flow]Stats, total, missed uint64) *
 	res := &catalog.Result{Entry: Info.Name, Params: p.Describe(), Events: total, Lost: missed}
 	scores := make(map[Flow]uint64, len(flows))
 	byState := map[string]uint64{}
-	conns := map[Flow]bool{}
+	conns := map[inet.Conn]bool{}
 	var failed uint64
 	for f, s := range flows {
 		scores[f] = s.Retransmits + s.Failed
 		byState[inet.TCPState(f.State)] += s.Retransmits
 		failed += s.Failed
-		f.State = 0
-		conns[f] = true
+		conns[inet.ConnOf(f.Local, f.LPort, f.Remote, f.RPort)] = true
 	}
 	top, n := catalog.TopN(scores, catalog.MaxRows, Flow.less)
 	flowTab := catalog.Table{Title: "retransmits by flow", Columns: []string{"local", "remote", "state", "retransmits", "failed"}}
