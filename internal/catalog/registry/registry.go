@@ -6,11 +6,33 @@ import (
 	"strings"
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
+	"github.com/nannyagent/nannyagent/internal/catalog/biolatency"
 	"github.com/nannyagent/nannyagent/internal/catalog/exec"
+	"github.com/nannyagent/nannyagent/internal/catalog/exit"
+	"github.com/nannyagent/nannyagent/internal/catalog/open"
+	"github.com/nannyagent/nannyagent/internal/catalog/profile"
+	"github.com/nannyagent/nannyagent/internal/catalog/runqlat"
+	"github.com/nannyagent/nannyagent/internal/catalog/signals"
+	"github.com/nannyagent/nannyagent/internal/catalog/syscalls"
+	"github.com/nannyagent/nannyagent/internal/catalog/tcpconnect"
+	"github.com/nannyagent/nannyagent/internal/catalog/tcpreset"
+	"github.com/nannyagent/nannyagent/internal/catalog/tcpretrans"
+	"github.com/nannyagent/nannyagent/internal/catalog/tracepoint"
 )
 
 var entries = []catalog.Entry{
 	exec.Entry{},
+	exit.Entry{},
+	open.Entry{},
+	syscalls.Entry{},
+	tcpconnect.Entry{},
+	tcpretrans.Entry{},
+	tcpreset.Entry{},
+	biolatency.Entry{},
+	runqlat.Entry{},
+	signals.Entry{},
+	profile.Entry{},
+	tracepoint.Entry{},
 }
 
 // All returns every entry.
