@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-//go:generate go run mknames.go
+//go:generate go test -run ^TestNamesTable$ . -args -update
 
 // Name returns the name of syscall nr on goarch ("amd64", "arm64"), or
 // "syscall_<nr>" for a number the tables do not know (a syscall newer than
