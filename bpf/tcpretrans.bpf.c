@@ -17,7 +17,8 @@ struct retrans_key {
 
 struct retrans_val {
 	__u64 count;  /* retransmits sent */
-	__u64 failed; /* attempts that failed locally (records with err) */
+	__u64 failed; /* attempts that did not go out (records with err:
+		       * -EBUSY still queued, -ENOMEM, ...) */
 };
 
 struct {

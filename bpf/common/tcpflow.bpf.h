@@ -6,8 +6,8 @@
  * not taken from vmlinux.h: which record a tracepoint writes changed with the
  * kernel, and each architecture's vmlinux.h knows only its own kernel's.
  *  - tcp_retransmit_skb used the tcp_event_sk_skb class until recent kernels
- *    (6.18 here) gave it its own record with an err field, for attempts
- *    that failed locally.
+ *    (6.18 here) gave it its own record with an err field: it then fires
+ *    for every attempt, also those that did not go out.
  *  - tcp_send_reset used tcp_event_sk_skb until 6.10, when it got its own
  *    record with sockaddr-style addresses and the RST reason, so it can
  *    describe resets sent without a socket (from the incoming packet).

@@ -19,7 +19,7 @@ import (
 var Info = catalog.Info{
 	Name:        "tcpretrans",
 	Answers:     "which TCP connections retransmit, and in which state",
-	Reports:     "retransmits per flow (local and remote address:port) and TCP state, failed retransmit attempts; totals by state",
+	Reports:     "retransmits per flow (local and remote address:port) and TCP state, attempts that did not go out (newer kernels); totals by state",
 	Aliases:     []string{"tcpretrans", "tcpretrans.bt", "retransmits", "tcp_retransmit"},
 	Tracepoints: []string{"tcp:tcp_retransmit_skb"},
 	Functions:   []string{"tcp_retransmit_skb", "__tcp_retransmit_skb", "tcp_retransmit_timer", "tcp_send_loss_probe", "tcp_xmit_retransmit_queue"},
@@ -54,7 +54,7 @@ type Flow struct {
 // Stats counts a flow's retransmits.
 type Stats struct {
 	Retransmits uint64
-	Failed      uint64 // attempts that failed locally (kernels whose record has err)
+	Failed      uint64 // attempts that did not go out: still queued, no memory (kernels whose record has err)
 }
 
 type objects struct {
@@ -126,11 +126,13 @@ func (t *trace) stop() {
 	flows, readErr := readFlows(t.objs.Flows)
 	total, err1 := catalog.SumPerCPU(t.objs.Counters, 0)
 	missed, err2 := catalog.SumPerCPU(t.objs.Counters, 1)
+	skipped := recursionMisses(t.objs.TpRetransmitSkb)
 	t.mu.Lock()
 	t.stopped = true
 	closeErr := t.objs.Close()
 	t.mu.Unlock()
 	res := buildResult(t.params, flows, total, missed)
+	addSkipped(res, skipped)
 	res.Start, res.End = t.start, end
 	res.Attach = "tracepoint (tcp:tcp_retransmit_skb), in-kernel counts"
 	res.Compact()
@@ -199,7 +201,7 @@ func buildResult(p catalog.Params, flows map[Flow]Stats, total, missed uint64) *
 	res.Tables = []catalog.Table{flowTab, stateTab}
 	res.Summary = fmt.Sprintf("%d TCP retransmits on %d connections", total-failed, len(conns))
 	if failed > 0 {
-		res.Summary += fmt.Sprintf(", %d more attempts failed locally", failed)
+		res.Summary += fmt.Sprintf(", %d more attempts did not go out", failed)
 	}
 	if len(top) > 0 {
 		f := top[0].Key
@@ -209,4 +211,23 @@ func buildResult(p catalog.Params, flows map[Flow]Stats, total, missed uint64) *
 		res.Notes = append(res.Notes, fmt.Sprintf("%d retransmits not attributed to a flow: the flow map was full", missed))
 	}
 	return res
+}
+
+// recursionMisses is how often the kernel skipped the program because
+// another BPF program was running on that CPU: a retransmit from a timer
+// softirq that interrupts a tracing program elsewhere is not counted.
+func recursionMisses(p *ebpf.Program) uint64 {
+	st, err := p.Stats()
+	if err != nil {
+		return 0
+	}
+	return st.RecursionMisses
+}
+
+func addSkipped(res *catalog.Result, skipped uint64) {
+	if skipped == 0 {
+		return
+	}
+	res.Lost += skipped
+	res.Notes = append(res.Notes, fmt.Sprintf("%d retransmits not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
 }

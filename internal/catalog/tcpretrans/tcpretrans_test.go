@@ -99,8 +99,11 @@ func (d *dropper) armed(t *testing.T) bool {
 // exactly one retransmission (a tail loss probe or the RTO timer, both
 // through __tcp_retransmit_skb), and the echo proves it arrived before the
 // next round. The echo is acknowledged at once, so the server never has
-// anything to retransmit: the client's flow shows exactly `drops`
-// retransmits and is the only flow on the port.
+// anything to retransmit and the client's flow is the only one on the
+// port. The exact reference is the kernel's own per-socket counter
+// (tcp_info.tcpi_total_retrans), at least `drops`; it equals `drops`
+// except when the loaded machine delays a segment long enough for a
+// spurious extra retransmission, which the entry must count as well.
 func TestRetransmitsCountedExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	catalogtest.Supported(t, k, Entry{})
@@ -129,6 +132,7 @@ func TestRetransmitsCountedExactly(t *testing.T) {
 	go func() { _, _ = io.Copy(server, server) }() // echo
 
 	const drops = 3
+	var kernelRetrans uint32
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Port: port}, func() {
 		msg := []byte("nanny-retransmit-probe")
 		buf := make([]byte, len(msg))
@@ -146,15 +150,33 @@ func TestRetransmitsCountedExactly(t *testing.T) {
 			quickAck(t, client)
 			require.False(t, d.armed(t), "the filter saw no data segment")
 		}
+		kernelRetrans = totalRetrans(t, client)
 	})
 	require.Zero(t, res.Lost)
+	// The kernel's own count for the socket (tcp_info) is the reference;
+	// every drop needed at least one retransmission.
+	require.GreaterOrEqual(t, kernelRetrans, uint32(drops))
 	local := client.LocalAddr().String()
 	remote := client.RemoteAddr().String()
 	require.Len(t, res.Tables[0].Rows, 1, "only the test's flow uses port %d: %v", port, res.Tables[0].Rows)
-	assert.Equal(t, []string{local, remote, "ESTABLISHED", catalog.U(drops), "0"}, res.Tables[0].Rows[0])
-	assert.Equal(t, []string{"ESTABLISHED", catalog.U(drops)}, res.Tables[1].Rows[0])
-	assert.Equal(t, uint64(drops), res.Events)
-	assert.Contains(t, res.Summary, "3 TCP retransmits on 1 connections")
+	want := catalog.U(kernelRetrans)
+	assert.Equal(t, []string{local, remote, "ESTABLISHED", want, "0"}, res.Tables[0].Rows[0])
+	assert.Equal(t, []string{"ESTABLISHED", want}, res.Tables[1].Rows[0])
+	assert.Equal(t, uint64(kernelRetrans), res.Events)
+	assert.Contains(t, res.Summary, want+" TCP retransmits on 1 connections")
+}
+
+// totalRetrans is the kernel's count of segments c retransmitted.
+func totalRetrans(t *testing.T, c *net.TCPConn) uint32 {
+	raw, err := c.SyscallConn()
+	require.NoError(t, err)
+	var info *unix.TCPInfo
+	var gerr error
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}))
+	require.NoError(t, gerr)
+	return info.Total_retrans
 }
 
 func TestValidateRejectsTaskFilters(t *testing.T) {
@@ -178,7 +200,7 @@ func TestBuildResult(t *testing.T) {
 		{"10.0.0.1:40000", "10.0.0.2:443", "FIN_WAIT1", "1", "0"},
 	}, res.Tables[0].Rows)
 	assert.Equal(t, [][]string{{"ESTABLISHED", "7"}, {"SYN_SENT", "2"}, {"FIN_WAIT1", "1"}}, res.Tables[1].Rows)
-	assert.Equal(t, "10 TCP retransmits on 2 connections, 1 more attempts failed locally; most: 10.0.0.1:40000 -> 10.0.0.2:443 (8)", res.Summary)
+	assert.Equal(t, "10 TCP retransmits on 2 connections, 1 more attempts did not go out; most: 10.0.0.1:40000 -> 10.0.0.2:443 (8)", res.Summary)
 	assert.Equal(t, uint64(11), res.Events)
 	assert.Empty(t, res.Notes)
 
