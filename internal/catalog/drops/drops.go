@@ -153,6 +153,7 @@ func (t *trace) stop() {
 	c.Counted, err1 = catalog.SumPerCPU(t.objs.Counters, 0)
 	c.Missed, err2 = catalog.SumPerCPU(t.objs.Counters, 1)
 	c.Unspecified, err3 = catalog.SumPerCPU(t.objs.Counters, 2)
+	skipped := recursionMisses(t.objs.TpKfreeSkb)
 	t.mu.Lock()
 	t.stopped = true
 	closeErr := t.objs.Close()
@@ -163,6 +164,10 @@ func (t *trace) stop() {
 		syms, symErr = LoadKallsyms()
 	}
 	res := buildResult(t.params, sites, c, t.reasons, syms)
+	if skipped > 0 {
+		res.Lost += skipped
+		res.Notes = append(res.Notes, fmt.Sprintf("%d drops not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
+	}
 	if !t.hasReasons {
 		res.Notes = append(res.Notes, "this kernel records no drop reasons (before 5.17): every kfree_skb is counted, including frees that are not drops")
 	}
@@ -263,4 +268,17 @@ func buildResult(p catalog.Params, sites map[Key]uint64, c Counts, reasons Reaso
 		res.Notes = append(res.Notes, fmt.Sprintf("%d drops not attributed to a location: the site map was full", c.Missed))
 	}
 	return res
+}
+
+// recursionMisses is how often the kernel skipped prog because another
+// BPF program was running on that CPU (an interrupt in the middle of one):
+// those events are lost, and the result says so.
+func recursionMisses(progs ...*ebpf.Program) uint64 {
+	var n uint64
+	for _, p := range progs {
+		if st, err := p.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	return n
 }

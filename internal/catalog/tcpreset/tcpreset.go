@@ -162,11 +162,16 @@ func (t *trace) stop() {
 	resets, readErr := readResets(t.objs.Resets)
 	total, err1 := catalog.SumPerCPU(t.objs.Counters, 0)
 	missed, err2 := catalog.SumPerCPU(t.objs.Counters, 1)
+	skipped := recursionMisses(t.objs.TpSendReset, t.objs.TpReceiveReset)
 	t.mu.Lock()
 	t.stopped = true
 	closeErr := t.objs.Close()
 	t.mu.Unlock()
 	res := buildResult(t.params, resets, total, missed, t.reasons)
+	if skipped > 0 {
+		res.Lost += skipped
+		res.Notes = append(res.Notes, fmt.Sprintf("%d resets not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
+	}
 	res.Start, res.End = t.start, end
 	res.Attach = "tracepoint (tcp:tcp_send_reset, tcp:tcp_receive_reset), in-kernel counts"
 	res.Compact()
@@ -264,4 +269,17 @@ func buildResult(p catalog.Params, resets map[Key]uint64, total, missed uint64, 
 		res.Notes = append(res.Notes, fmt.Sprintf("%d resets not attributed to a flow: the flow map was full", missed))
 	}
 	return res
+}
+
+// recursionMisses is how often the kernel skipped prog because another
+// BPF program was running on that CPU (an interrupt in the middle of one):
+// those events are lost, and the result says so.
+func recursionMisses(progs ...*ebpf.Program) uint64 {
+	var n uint64
+	for _, p := range progs {
+		if st, err := p.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	return n
 }
