@@ -300,3 +300,21 @@ func row(t *testing.T, tab catalog.Table, key string) []string {
 	t.Fatalf("%s: no row %q in %v", tab.Title, key, tab.Rows)
 	return nil
 }
+
+// With the ring buffer pretended missing, events come through the perf
+// buffer with the same exact counts.
+func TestOpenPerfBufferFallback(t *testing.T) {
+	catalogtest.Kernel(t)
+	k := catalog.NewKernel(nil)
+	k.Disable[catalog.FeatureRingBuf] = true
+	missing := filepath.Join(t.TempDir(), "nanny-open-pb")
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
+		catalogtest.Repeat(30, func() {
+			_, err := os.Open(missing)
+			require.Error(t, err)
+		})
+	})
+	assert.Contains(t, res.Attach, "perf buffer")
+	assert.Zero(t, res.Lost)
+	assert.Equal(t, []string{missing, "ENOENT", "30"}, row(t, res.Tables[1], missing))
+}
