@@ -7,14 +7,22 @@ import (
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/biolatency"
+	"github.com/nannyagent/nannyagent/internal/catalog/dns"
+	"github.com/nannyagent/nannyagent/internal/catalog/drops"
 	"github.com/nannyagent/nannyagent/internal/catalog/exec"
 	"github.com/nannyagent/nannyagent/internal/catalog/exit"
+	"github.com/nannyagent/nannyagent/internal/catalog/fileio"
+	"github.com/nannyagent/nannyagent/internal/catalog/kfunc"
+	"github.com/nannyagent/nannyagent/internal/catalog/oomkill"
 	"github.com/nannyagent/nannyagent/internal/catalog/open"
+	"github.com/nannyagent/nannyagent/internal/catalog/pagefaults"
 	"github.com/nannyagent/nannyagent/internal/catalog/profile"
+	"github.com/nannyagent/nannyagent/internal/catalog/reclaim"
 	"github.com/nannyagent/nannyagent/internal/catalog/runqlat"
 	"github.com/nannyagent/nannyagent/internal/catalog/signals"
 	"github.com/nannyagent/nannyagent/internal/catalog/syscalls"
 	"github.com/nannyagent/nannyagent/internal/catalog/tcpconnect"
+	"github.com/nannyagent/nannyagent/internal/catalog/tcplife"
 	"github.com/nannyagent/nannyagent/internal/catalog/tcpreset"
 	"github.com/nannyagent/nannyagent/internal/catalog/tcpretrans"
 	"github.com/nannyagent/nannyagent/internal/catalog/tracepoint"
@@ -25,14 +33,22 @@ var entries = []catalog.Entry{
 	exit.Entry{},
 	open.Entry{},
 	syscalls.Entry{},
+	fileio.Entry{},
 	tcpconnect.Entry{},
+	tcplife.Entry{},
 	tcpretrans.Entry{},
 	tcpreset.Entry{},
+	drops.Entry{},
 	biolatency.Entry{},
 	runqlat.Entry{},
+	oomkill.Entry{},
+	reclaim.Entry{},
 	signals.Entry{},
 	profile.Entry{},
+	dns.Entry{},
+	pagefaults.Entry{},
 	tracepoint.Entry{},
+	kfunc.Entry{},
 }
 
 // All returns every entry.
