@@ -25,10 +25,10 @@ var fourEntries = []string{"exec", "syscalls", "biolatency", "tcpconnect"}
 
 var bpftraceFor = map[string]string{
 	"exec": `tracepoint:syscalls:sys_enter_execve { @exec[comm] = count(); }`,
-	"syscalls": `tracepoint:raw_syscalls:sys_enter { @s[tid] = nsecs; }
-tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @lat[args->id] = hist(nsecs - @s[tid]); @n[args->id] = count(); delete(@s[tid]); }`,
-	"biolatency": `tracepoint:block:block_rq_issue { @s[args->dev, args->sector] = nsecs; }
-tracepoint:block:block_rq_complete /@s[args->dev, args->sector]/ { @lat[args->dev] = hist(nsecs - @s[args->dev, args->sector]); delete(@s[args->dev, args->sector]); }`,
+	"syscalls": `tracepoint:raw_syscalls:sys_enter { @sys_start[tid] = nsecs; }
+tracepoint:raw_syscalls:sys_exit /@sys_start[tid]/ { @sys_lat[args->id] = hist(nsecs - @sys_start[tid]); @sys_n[args->id] = count(); delete(@sys_start[tid]); }`,
+	"biolatency": `tracepoint:block:block_rq_issue { @bio_start[args->dev, args->sector] = nsecs; }
+tracepoint:block:block_rq_complete /@bio_start[args->dev, args->sector]/ { @bio_lat[args->dev] = hist(nsecs - @bio_start[args->dev, args->sector]); delete(@bio_start[args->dev, args->sector]); }`,
 	"tcpconnect": `tracepoint:sock:inet_sock_set_state /args->newstate == 2/ { @c[args->dport] = count(); }`,
 }
 
@@ -153,7 +153,7 @@ func BenchmarkColdFour(b *testing.B) {
 func BenchmarkBPFTimePerEvent(b *testing.B) {
 	catalogtest.Kernel(b)
 	bt := bpftrace(b)
-	stats, err := ebpf.EnableStats(uint32(1)) // BPF_STATS_RUN_TIME
+	stats, err := ebpf.EnableStats(uint32(0)) // BPF_STATS_RUN_TIME
 	require.NoError(b, err)
 	defer stats.Close()
 
