@@ -97,6 +97,14 @@ func (s *EventStream) loop(handle func([]byte)) {
 	}
 }
 
+// Transport names the event transport for Result.Attach.
+func (s *EventStream) Transport() string {
+	if s.pr != nil {
+		return "perf buffer"
+	}
+	return "ring buffer"
+}
+
 // Seen is the number of events handled so far.
 func (s *EventStream) Seen() uint64 { return s.seen.Load() }
 

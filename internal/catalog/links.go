@@ -47,6 +47,32 @@ func (ls *Links) Tracing(what string, prog *ebpf.Program) error {
 	return ls.Add(what, l, err)
 }
 
+// Kprobe attaches prog to the entry of kernel function fn.
+func (ls *Links) Kprobe(fn string, prog *ebpf.Program) error {
+	l, err := link.Kprobe(fn, prog, nil)
+	return ls.Add("kprobe "+fn, l, err)
+}
+
+// Kretprobe attaches prog to the returns of kernel function fn.
+func (ls *Links) Kretprobe(fn string, prog *ebpf.Program) error {
+	l, err := link.Kretprobe(fn, prog, nil)
+	return ls.Add("kretprobe "+fn, l, err)
+}
+
+// Uprobe attaches prog to the entry of symbol sym of ex, the executable or
+// library at path (path names it in errors). A missing symbol stays
+// recognisable: errors.Is(err, link.ErrNoSymbol).
+func (ls *Links) Uprobe(ex *link.Executable, path, sym string, prog *ebpf.Program) error {
+	l, err := ex.Uprobe(sym, prog, nil)
+	return ls.Add("uprobe "+path+":"+sym, l, err)
+}
+
+// Uretprobe attaches prog to the returns of symbol sym of ex (see Uprobe).
+func (ls *Links) Uretprobe(ex *link.Executable, path, sym string, prog *ebpf.Program) error {
+	l, err := ex.Uretprobe(sym, prog, nil)
+	return ls.Add("uretprobe "+path+":"+sym, l, err)
+}
+
 // Close detaches everything, concurrently: detaching a tracepoint takes
 // tens of milliseconds, one after the other they add up.
 func (ls *Links) Close() error {

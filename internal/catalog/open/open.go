@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -93,38 +92,26 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params  catalog.Params
-	objs    objects
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
-	notes   []string
+	catalog.Session
+	objs  objects
+	notes []string
 
 	mu  sync.Mutex // guards agg: written by the stream goroutine, read by Stop
 	agg aggregate
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadOpen)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadOpen()
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"}, agg: newAggregate()}
+	t.Objects, t.Collect = &t.objs, t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
-		return nil, fmt.Errorf("open: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("open: %w", err)
-	}
-	t := &trace{params: p, agg: newAggregate()}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
 	if err := k.Load(spec, &t.objs); err != nil {
@@ -132,20 +119,13 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
 	// The stream starts before the programs attach so no early event waits.
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, t.usePerf, t.handle)
-	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
+	if err := t.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, usePerf, t.handle); err != nil {
+		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
 	for _, a := range []struct {
 		name     string
 		prog     *ebpf.Program
@@ -166,11 +146,11 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 			}
 			continue
 		}
-		if err := t.links.Tracepoint("syscalls", a.name, a.prog); err != nil {
+		if err := t.Links.Tracepoint("syscalls", a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("open: %w", err)
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
@@ -200,43 +180,12 @@ func decodeEvent(rec *openOpenEvent) Event {
 	}
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		closeErr := t.objs.Close()
-		t.mu.Lock()
-		res := t.agg.result(t.params)
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, lost
-		res.Attach = "tracepoint, " + transport(t.usePerf)
-		res.Notes = append(res.Notes, t.notes...)
-		res.Compact()
-		t.result = res
-		if err := firstErr(detachErr, streamErr, closeErr); err != nil {
-			t.err = fmt.Errorf("open: stop: %w", err)
-		}
-	})
-	return t.result, t.err
-}
-
-func transport(perf bool) string {
-	if perf {
-		return "perf buffer"
-	}
-	return "ring buffer"
-}
-
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
+func (t *trace) collect() (*catalog.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := t.agg.result(t.Params)
+	res.Notes = append(res.Notes, t.notes...)
+	return res, nil
 }
 
 // aggregate is the user-space side: the BPF program streams every open
