@@ -156,3 +156,22 @@ func (s *Session) stop() {
 		s.err = fmt.Errorf("%s: stop: %w", s.Entry, err)
 	}
 }
+
+// Records returns a stream handler that decodes every record into one
+// reused R (the stream calls it from a single goroutine) and passes it to
+// add under mu, which also guards the aggregate Stop's Collect reads. A
+// record too short for R counts in *malformed instead: a layout mismatch
+// shows up in the result, not as garbage.
+func Records[R any](mu sync.Locker, malformed *uint64, add func(*R)) func([]byte) {
+	var rec R
+	return func(raw []byte) {
+		err := Decode(raw, &rec)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			*malformed++
+			return
+		}
+		add(&rec)
+	}
+}

@@ -117,25 +117,18 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params  catalog.Params
-	libc    string
-	probed  []string
-	objs    objects
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
+	catalog.Session
+	libc   string
+	probed []string
+	objs   objects
 
 	mu  sync.Mutex // guards agg: written by the stream goroutine, read by Stop
 	agg aggregate
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadDns)
+	if err != nil {
 		return nil, err
 	}
 	if err := (Entry{}).Check(k); err != nil {
@@ -146,15 +139,10 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: open %s: %w", libc, err)
 	}
-	spec, err := loadDns()
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "uprobe " + libc}, libc: libc, agg: newAggregate()}
+	t.Objects, t.Collect = &t.objs, t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
-		return nil, fmt.Errorf("dns: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("dns: %w", err)
-	}
-	t := &trace{params: p, libc: libc, agg: newAggregate()}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	if err := k.Load(spec, &t.objs); err != nil {
@@ -162,53 +150,32 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, t.usePerf, t.handle)
-	if err != nil {
-		return nil, fmt.Errorf("dns: %w", err)
+	handle := catalog.Records(&t.mu, &t.agg.malformed, func(rec *dnsDnsEvent) { t.agg.add(decodeEvent(rec)) })
+	if err := t.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, usePerf, handle); err != nil {
+		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
 	// Return probes first: an entry seen without its return would leave
 	// a pending lookup behind.
 	for i, prog := range []*ebpf.Program{t.objs.UprobeGetaddrinfo, t.objs.UprobeGethostbyname,
 		t.objs.UprobeGethostbyname2, t.objs.UprobeGethostbynameR, t.objs.UprobeGethostbyname2R} {
 		sym := Func(i).String()
-		ret, err := ex.Uretprobe(sym, t.objs.UretprobeLookup, nil)
+		err := t.Links.Uretprobe(ex, libc, sym, t.objs.UretprobeLookup)
 		if errors.Is(err, link.ErrNoSymbol) && Func(i) != FuncGetaddrinfo {
 			continue // an old or minimal libc without this entry point
 		}
-		if err := t.links.Add("uretprobe "+libc+":"+sym, ret, err); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("dns: %w", err)
 		}
-		l, err := ex.Uprobe(sym, prog, nil)
-		if err := t.links.Add("uprobe "+libc+":"+sym, l, err); err != nil {
+		if err := t.Links.Uprobe(ex, libc, sym, prog); err != nil {
 			return nil, fmt.Errorf("dns: %w", err)
 		}
 		t.probed = append(t.probed, sym)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
-}
-
-func (t *trace) handle(raw []byte) {
-	var rec dnsDnsEvent
-	if err := catalog.Decode(raw, &rec); err != nil {
-		t.mu.Lock()
-		t.agg.malformed++
-		t.mu.Unlock()
-		return
-	}
-	ev := decodeEvent(&rec)
-	t.mu.Lock()
-	t.agg.add(ev)
-	t.mu.Unlock()
 }
 
 // Event is one lookup, decoded.
@@ -261,31 +228,12 @@ func eaiName(code int32) string {
 	return "EAI " + strconv.Itoa(int(code))
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		closeErr := t.objs.Close()
-		t.mu.Lock()
-		res := t.agg.result(t.params)
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, lost
-		transport := "ring buffer"
-		if t.usePerf {
-			transport = "perf buffer"
-		}
-		res.Attach = "uprobe " + t.libc + ", " + transport
-		res.Notes = append(res.Notes, "seen: programs resolving through this C library ("+t.libc+"); not statically linked or pure-Go resolvers, nor containers with their own libc")
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, streamErr, closeErr); err != nil {
-			t.err = fmt.Errorf("dns: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+func (t *trace) collect() (*catalog.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := t.agg.result(t.Params)
+	res.Notes = append(res.Notes, "seen: programs resolving through this C library ("+t.libc+"); not statically linked or pure-Go resolvers, nor containers with their own libc")
+	return res, nil
 }
 
 type nameKey struct {

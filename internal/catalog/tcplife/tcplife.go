@@ -112,37 +112,25 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params  catalog.Params
-	objs    objects
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
+	catalog.Session
+	objs objects
 
 	mu  sync.Mutex // guards agg: written by the stream goroutine, read by Stop
 	agg aggregate
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadTcplife)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadTcplife()
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"}, agg: newAggregate()}
+	t.Objects, t.Collect = &t.objs, t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
-		return nil, fmt.Errorf("tcplife: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("tcplife: %w", err)
-	}
-	t := &trace{params: p, agg: newAggregate()}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
 		return nil, fmt.Errorf("tcplife: %w", err)
 	}
 	if err := k.Load(spec, &t.objs); err != nil {
@@ -150,38 +138,18 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, t.usePerf, t.handle)
-	if err != nil {
+	handle := catalog.Records(&t.mu, &t.agg.malformed, func(rec *tcplifeEvent) { t.agg.add(decodeEvent(rec)) })
+	if err := t.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, usePerf, handle); err != nil {
+		return nil, err
+	}
+	if err := t.Links.Tracepoint("sock", "inet_sock_set_state", t.objs.TpInetSockSetState); err != nil {
 		return nil, fmt.Errorf("tcplife: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
-	if err := t.links.Tracepoint("sock", "inet_sock_set_state", t.objs.TpInetSockSetState); err != nil {
-		return nil, fmt.Errorf("tcplife: %w", err)
-	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
-}
-
-func (t *trace) handle(raw []byte) {
-	var rec tcplifeEvent
-	if err := catalog.Decode(raw, &rec); err != nil {
-		t.mu.Lock()
-		t.agg.malformed++
-		t.mu.Unlock()
-		return
-	}
-	ev := decodeEvent(&rec)
-	t.mu.Lock()
-	t.agg.add(ev)
-	t.mu.Unlock()
 }
 
 func decodeAddr(family uint16, b *[16]uint8, port uint16) netip.AddrPort {
@@ -216,42 +184,10 @@ func decodeEvent(rec *tcplifeEvent) Event {
 	return ev
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		closeErr := t.objs.Close()
-		t.mu.Lock()
-		res := t.agg.result(t.params)
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, lost
-		res.Attach = "tracepoint, " + transport(t.usePerf)
-		res.Compact()
-		t.result = res
-		if err := firstErr(detachErr, streamErr, closeErr); err != nil {
-			t.err = fmt.Errorf("tcplife: stop: %w", err)
-		}
-	})
-	return t.result, t.err
-}
-
-func transport(perf bool) string {
-	if perf {
-		return "perf buffer"
-	}
-	return "ring buffer"
-}
-
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
+func (t *trace) collect() (*catalog.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.agg.result(t.Params), nil
 }
 
 // groupKey gathers connections of one process with one peer: a client's
