@@ -24,7 +24,10 @@ import (
 var fourEntries = []string{"exec", "syscalls", "biolatency", "tcpconnect"}
 
 var bpftraceFor = map[string]string{
-	"exec": `tracepoint:syscalls:sys_enter_execve { @exec[comm] = count(); }`,
+	// exec reports pid, ppid, comm, argv and the result of every exec:
+	// execsnoop.bt's way of asking, plus the return value.
+	"exec": `tracepoint:syscalls:sys_enter_execve { printf("%d %d %s ", pid, curtask->real_parent->tgid, comm); join(args->argv); }
+tracepoint:syscalls:sys_exit_execve { printf("%d %d\n", tid, args->ret); }`,
 	"syscalls": `tracepoint:raw_syscalls:sys_enter { @sys_start[tid] = nsecs; }
 tracepoint:raw_syscalls:sys_exit /@sys_start[tid]/ { @sys_lat[args->id] = hist(nsecs - @sys_start[tid]); @sys_n[args->id] = count(); delete(@sys_start[tid]); }`,
 	"biolatency": `tracepoint:block:block_rq_issue { @bio_start[args->dev, args->sector] = nsecs; }

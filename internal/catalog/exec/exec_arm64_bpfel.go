@@ -29,6 +29,12 @@ type execExecEvent struct {
 	Args      [1024]int8
 }
 
+type execPendingExec struct {
+	_        structs.HostLayout
+	Filename uint64
+	Argv     uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -37,10 +43,12 @@ const (
 	execMapEventsPerf       = "events_perf"
 	execMapLost             = "lost"
 	execMapPending          = "pending"
+	execMapScratch          = "scratch"
 	execProgTpEnterExecve   = "tp_enter_execve"
 	execProgTpEnterExecveat = "tp_enter_execveat"
 	execProgTpExitExecve    = "tp_exit_execve"
 	execProgTpExitExecveat  = "tp_exit_execveat"
+	execProgTpSchedExec     = "tp_sched_exec"
 	execVarFilterComm       = "filter_comm"
 	execVarTargCgroup       = "targ_cgroup"
 	execVarTargComm         = "targ_comm"
@@ -98,6 +106,7 @@ type execProgramSpecs struct {
 	TpEnterExecveat *ebpf.ProgramSpec `ebpf:"tp_enter_execveat"`
 	TpExitExecve    *ebpf.ProgramSpec `ebpf:"tp_exit_execve"`
 	TpExitExecveat  *ebpf.ProgramSpec `ebpf:"tp_exit_execveat"`
+	TpSchedExec     *ebpf.ProgramSpec `ebpf:"tp_sched_exec"`
 }
 
 // execMapSpecs contains maps before they are loaded into the kernel.
@@ -108,6 +117,7 @@ type execMapSpecs struct {
 	EventsPerf *ebpf.MapSpec `ebpf:"events_perf"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
 	Pending    *ebpf.MapSpec `ebpf:"pending"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // execVariableSpecs contains global variables before they are loaded into the kernel.
@@ -149,6 +159,7 @@ type execMaps struct {
 	EventsPerf *ebpf.Map `ebpf:"events_perf"`
 	Lost       *ebpf.Map `ebpf:"lost"`
 	Pending    *ebpf.Map `ebpf:"pending"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *execMaps) Close() error {
@@ -157,6 +168,7 @@ func (m *execMaps) Close() error {
 		m.EventsPerf,
 		m.Lost,
 		m.Pending,
+		m.Scratch,
 	)
 }
 
@@ -183,6 +195,7 @@ type execPrograms struct {
 	TpEnterExecveat *ebpf.Program `ebpf:"tp_enter_execveat"`
 	TpExitExecve    *ebpf.Program `ebpf:"tp_exit_execve"`
 	TpExitExecveat  *ebpf.Program `ebpf:"tp_exit_execveat"`
+	TpSchedExec     *ebpf.Program `ebpf:"tp_sched_exec"`
 }
 
 func (p *execPrograms) Close() error {
@@ -191,6 +204,7 @@ func (p *execPrograms) Close() error {
 		p.TpEnterExecveat,
 		p.TpExitExecve,
 		p.TpExitExecveat,
+		p.TpSchedExec,
 	)
 }
 

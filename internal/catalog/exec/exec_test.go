@@ -75,9 +75,15 @@ func TestValidateRejectsUnsupportedFilter(t *testing.T) {
 	require.ErrorContains(t, err, "exec does not support the port filter")
 }
 
-func TestDecodeShortRecord(t *testing.T) {
+func TestDecodeRecord(t *testing.T) {
 	var rec execExecEvent
-	require.Error(t, catalog.Decode(make([]byte, 10), &rec))
+	require.Error(t, decodeRecord(make([]byte, 10), &rec))
+	raw := make([]byte, headerSize+7)
+	copy(raw[headerSize:], "ls\x00-la\x00")
+	raw[headerSize-1] = 0
+	require.NoError(t, decodeRecord(raw, &rec))
+	rec.ArgsSize = 7
+	assert.Equal(t, []string{"ls", "-la"}, decodeEvent(&rec).Args)
 }
 
 func FuzzDecode(f *testing.F) {
@@ -85,7 +91,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var rec execExecEvent
-		if catalog.Decode(raw, &rec) != nil {
+		if decodeRecord(raw, &rec) != nil {
 			return
 		}
 		ev := decodeEvent(&rec)
