@@ -157,6 +157,12 @@ func (s *Session) stop() {
 	}
 }
 
+// CloseFunc makes a function an io.Closer, for Session.Objects when an
+// entry holds its programs and maps apart (one program per attach mode).
+type CloseFunc func() error
+
+func (f CloseFunc) Close() error { return f() }
+
 // Records returns a stream handler that decodes every record into one
 // reused R (the stream calls it from a single goroutine) and passes it to
 // add under mu, which also guards the aggregate Stop's Collect reads. A

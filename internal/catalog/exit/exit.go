@@ -6,13 +6,11 @@ package exit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 )
 
@@ -92,166 +90,63 @@ const rawTracepoint = "sched_process_exit"
 // raw_tp, then the classic tracepoint, which reads the task through
 // bpf_get_current_task (the exiting task is current).
 func attachMode(k *catalog.Kernel) (catalog.Feature, error) {
-	for _, f := range []catalog.Feature{catalog.FeatureTpBTF, catalog.FeatureRawTracepoint} {
-		if k.Has(catalog.Requirement{Feature: f, Name: rawTracepoint}) == nil {
-			return f, nil
-		}
-	}
-	if err := catalog.CheckRequirements(k, Info); err != nil {
-		return "", fmt.Errorf("no tp_btf or raw_tp sched_process_exit, and %w", err)
-	}
-	return catalog.FeatureTracepoint, nil
-}
-
-// tracepointArity is the number of arguments the kernel passes to the raw
-// tracepoint name (without the leading void *), read from its
-// btf_trace_<name> typedef.
-func tracepointArity(k *catalog.Kernel, name string) (int, error) {
-	spec, err := k.BTF()
-	if err != nil {
-		return 0, err
-	}
-	var td *btf.Typedef
-	if err := spec.TypeByName("btf_trace_"+name, &td); err != nil {
-		return 0, err
-	}
-	ptr, ok := td.Type.(*btf.Pointer)
-	if !ok {
-		return 0, fmt.Errorf("btf_trace_%s is not a function pointer", name)
-	}
-	proto, ok := ptr.Target.(*btf.FuncProto)
-	if !ok {
-		return 0, fmt.Errorf("btf_trace_%s is not a function pointer", name)
-	}
-	return len(proto.Params) - 1, nil
+	return catalog.TracepointMode(k, []string{rawTracepoint}, func() error { return catalog.CheckRequirements(k, Info) })
 }
 
 type trace struct {
-	params  catalog.Params
-	mode    catalog.Feature
-	prog    *ebpf.Program
-	maps    exitMaps
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
+	catalog.Session
+	prog *ebpf.Program
+	maps exitMaps
 
 	mu      sync.Mutex // guards samples: written by the stream goroutine
 	samples sampler
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadExit)
+	if err != nil {
 		return nil, err
 	}
 	mode, err := attachMode(k)
 	if err != nil {
 		return nil, &catalog.UnsupportedError{Entry: Info.Name, Reason: err.Error()}
 	}
-	spec, err := loadExit()
-	if err != nil {
-		return nil, fmt.Errorf("exit: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("exit: %w", err)
-	}
 	if mode != catalog.FeatureTracepoint {
-		n, err := tracepointArity(k, rawTracepoint)
+		args, err := k.RawTracepointArgs(rawTracepoint)
 		if err != nil {
 			return nil, fmt.Errorf("exit: arguments of %s: %w", rawTracepoint, err)
 		}
-		if err := spec.Variables["has_group_dead_arg"].Set(n >= 2); err != nil {
+		if err := spec.Variables["has_group_dead_arg"].Set(len(args) >= 2); err != nil {
 			return nil, fmt.Errorf("exit: set has_group_dead_arg: %w", err)
 		}
 	}
-	t := &trace{params: p, mode: mode}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
-		return nil, fmt.Errorf("exit: %w", err)
-	}
-	if err := t.load(k, spec); err != nil {
-		return nil, fmt.Errorf("exit: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = t.links.Close()
-			_ = t.closeObjects()
-		}
-	}()
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.maps.Events, EventsPerf: t.maps.EventsPerf, Lost: t.maps.Lost}, t.usePerf, t.handle)
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: catalog.ModeName(mode)}}
+	t.Objects, t.Collect = catalog.CloseFunc(func() error { return catalog.CloseAll(t.prog, &t.maps) }), t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
 		return nil, fmt.Errorf("exit: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
-	switch mode {
-	case catalog.FeatureTpBTF:
-		err = t.links.Tracing("tp_btf "+rawTracepoint, t.prog)
-	case catalog.FeatureRawTracepoint:
-		err = t.links.RawTracepoint(rawTracepoint, t.prog)
-	default:
-		err = t.links.Tracepoint("sched", rawTracepoint, t.prog)
-	}
+	progs, err := k.LoadPrograms(spec, &t.maps, map[catalog.Feature]string{
+		catalog.FeatureTpBTF: "tp_btf_exit", catalog.FeatureRawTracepoint: "raw_tp_exit", catalog.FeatureTracepoint: "tp_exit",
+	}[mode])
 	if err != nil {
 		return nil, fmt.Errorf("exit: %w", err)
 	}
-	t.start = time.Now()
+	t.prog = progs[0]
+	defer func() {
+		if err != nil {
+			t.Abort()
+		}
+	}()
+	handle := catalog.Records(&t.mu, &t.samples.malformed, func(rec *exitExitEvent) { t.samples.add(decodeEvent(rec)) })
+	if err := t.StartStream(catalog.StreamObjects{Events: t.maps.Events, EventsPerf: t.maps.EventsPerf, Lost: t.maps.Lost}, usePerf, handle); err != nil {
+		return nil, err
+	}
+	if err := t.Links.AttachMode(mode, "sched", rawTracepoint, t.prog); err != nil {
+		return nil, fmt.Errorf("exit: %w", err)
+	}
+	t.Begin()
 	return t, nil
-}
-
-// load loads the maps and only the program of the chosen attach mode.
-func (t *trace) load(k *catalog.Kernel, spec *ebpf.CollectionSpec) error {
-	switch t.mode {
-	case catalog.FeatureTpBTF:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_btf_exit"`
-			exitMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.exitMaps
-	case catalog.FeatureRawTracepoint:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"raw_tp_exit"`
-			exitMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.exitMaps
-	default:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_exit"`
-			exitMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.exitMaps
-	}
-	return nil
-}
-
-func (t *trace) closeObjects() error {
-	return catalog.CloseAll(t.prog, &t.maps)
-}
-
-func (t *trace) handle(raw []byte) {
-	var rec exitExitEvent
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := catalog.Decode(raw, &rec); err != nil {
-		t.samples.malformed++
-		return
-	}
-	t.samples.add(decodeEvent(&rec))
 }
 
 func decodeEvent(rec *exitExitEvent) Event {
@@ -263,39 +158,20 @@ func decodeEvent(rec *exitExitEvent) Event {
 	}
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		counts, readErr := t.readMaps()
-		closeErr := t.closeObjects()
-		t.mu.Lock()
-		res := counts.result(t.params, &t.samples)
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, res.Lost+lost
-		res.Attach = attachName(t.mode) + ", " + transport(t.usePerf)
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, streamErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("exit: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+func (t *trace) collect() (*catalog.Result, error) {
+	counts, err := t.readMaps()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return counts.result(t.Params, &t.samples), err
 }
 
 func (t *trace) readMaps() (*aggregate, error) {
 	a := newAggregate()
-	var key exitExitKey
-	var val exitExitVal
-	it := t.maps.Counts.Iterate()
-	for it.Next(&key, &val) {
+	err := catalog.EachEntry(t.maps.Counts, func(key *exitExitKey, val *exitExitVal) {
 		a.add(catalog.CString(key.Comm[:]), Status(key.Status), val.Count, time.Duration(val.LifetimeNs))
-	}
-	if err := it.Err(); err != nil {
-		return a, fmt.Errorf("read counts: %w", err)
+	})
+	if err != nil {
+		return a, err
 	}
 	var h exitHist
 	if err := t.maps.LifetimeUs.Lookup(uint32(0), &h); err != nil {
@@ -305,21 +181,6 @@ func (t *trace) readMaps() (*aggregate, error) {
 	dropped, err := catalog.SumPerCPU(t.maps.Dropped, 0)
 	a.dropped = dropped
 	return a, err
-}
-
-// attachName is the mode as Info.Attach spells it.
-func attachName(f catalog.Feature) string {
-	if f == catalog.FeatureRawTracepoint {
-		return "raw_tp"
-	}
-	return string(f)
-}
-
-func transport(perf bool) string {
-	if perf {
-		return "perf buffer"
-	}
-	return "ring buffer"
 }
 
 // sampler keeps up to MaxSamples abnormal exits, one of each (comm,
