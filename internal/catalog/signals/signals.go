@@ -5,10 +5,7 @@ package signals
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -55,143 +52,60 @@ const rawTracepoint = "signal_generate"
 // attachMode prefers tp_btf and raw_tp, which see the target task (so the
 // target is a process), over the classic tracepoint (a thread id only).
 func attachMode(k *catalog.Kernel) (catalog.Feature, error) {
-	for _, f := range []catalog.Feature{catalog.FeatureTpBTF, catalog.FeatureRawTracepoint} {
-		if k.Has(catalog.Requirement{Feature: f, Name: rawTracepoint}) == nil {
-			return f, nil
-		}
-	}
-	if err := catalog.CheckRequirements(k, Info); err != nil {
-		return "", fmt.Errorf("no tp_btf or raw_tp signal_generate, and %w", err)
-	}
-	return catalog.FeatureTracepoint, nil
+	return catalog.TracepointMode(k, []string{rawTracepoint}, func() error { return catalog.CheckRequirements(k, Info) })
 }
 
 type trace struct {
-	params catalog.Params
-	mode   catalog.Feature
-	prog   *ebpf.Program
-	maps   signalsMaps
-	links  catalog.Links
-	start  time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	mode catalog.Feature
+	prog *ebpf.Program
+	maps signalsMaps
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadSignals)
+	if err != nil {
 		return nil, err
 	}
 	mode, err := attachMode(k)
 	if err != nil {
 		return nil, &catalog.UnsupportedError{Entry: Info.Name, Reason: err.Error()}
 	}
-	spec, err := loadSignals()
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: catalog.ModeName(mode)}, mode: mode}
+	t.Objects, t.Collect = catalog.CloseFunc(func() error { return catalog.CloseAll(t.prog, &t.maps) }), t.collect
+	progs, err := k.LoadPrograms(spec, &t.maps, map[catalog.Feature]string{
+		catalog.FeatureTpBTF: "tp_btf_generate", catalog.FeatureRawTracepoint: "raw_tp_generate", catalog.FeatureTracepoint: "tp_generate",
+	}[mode])
 	if err != nil {
-		return nil, fmt.Errorf("signals: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
 		return nil, fmt.Errorf("signals: %w", err)
 	}
-	t := &trace{params: p, mode: mode}
-	if err := t.load(k, spec); err != nil {
-		return nil, fmt.Errorf("signals: %w", err)
-	}
+	t.prog = progs[0]
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.closeObjects()
+			t.Abort()
 		}
 	}()
-	switch mode {
-	case catalog.FeatureTpBTF:
-		err = t.links.Tracing("tp_btf "+rawTracepoint, t.prog)
-	case catalog.FeatureRawTracepoint:
-		err = t.links.RawTracepoint(rawTracepoint, t.prog)
-	default:
-		err = t.links.Tracepoint("signal", rawTracepoint, t.prog)
-	}
-	if err != nil {
+	if err := t.Links.AttachMode(mode, "signal", rawTracepoint, t.prog); err != nil {
 		return nil, fmt.Errorf("signals: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// load loads the maps and only the program of the chosen attach mode.
-func (t *trace) load(k *catalog.Kernel, spec *ebpf.CollectionSpec) error {
-	switch t.mode {
-	case catalog.FeatureTpBTF:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_btf_generate"`
-			signalsMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.signalsMaps
-	case catalog.FeatureRawTracepoint:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"raw_tp_generate"`
-			signalsMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.signalsMaps
-	default:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_generate"`
-			signalsMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.signalsMaps
+func (t *trace) collect() (*catalog.Result, error) {
+	a, err := t.readMaps()
+	res := a.result(t.Params)
+	if t.mode == catalog.FeatureTracepoint {
+		res.Notes = append(res.Notes, "target_pid is the target thread's id: the classic tracepoint does not carry its process")
 	}
-	return nil
-}
-
-func (t *trace) closeObjects() error {
-	return catalog.CloseAll(t.prog, &t.maps)
-}
-
-// Seen is not known while the kernel aggregates: the counts are read at
-// Stop.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		a, readErr := t.readMaps()
-		closeErr := t.closeObjects()
-		res := a.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = attachName(t.mode)
-		if t.mode == catalog.FeatureTracepoint {
-			res.Notes = append(res.Notes, "target_pid is the target thread's id: the classic tracepoint does not carry its process")
-		}
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("signals: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+	return res, err
 }
 
 func (t *trace) readMaps() (*aggregate, error) {
 	a := newAggregate()
-	var key signalsSigKey
-	var n uint64
-	it := t.maps.Counts.Iterate()
-	for it.Next(&key, &n) {
-		a.add(decodeKey(&key), n)
-	}
-	if err := it.Err(); err != nil {
-		return a, fmt.Errorf("read counts: %w", err)
+	err := catalog.EachEntry(t.maps.Counts, func(key *signalsSigKey, n *uint64) { a.add(decodeKey(key), *n) })
+	if err != nil {
+		return a, err
 	}
 	dropped, err := catalog.SumPerCPU(t.maps.Dropped, 0)
 	a.dropped = dropped
@@ -199,12 +113,6 @@ func (t *trace) readMaps() (*aggregate, error) {
 }
 
 // attachName is the mode as Info.Attach spells it.
-func attachName(f catalog.Feature) string {
-	if f == catalog.FeatureRawTracepoint {
-		return "raw_tp"
-	}
-	return string(f)
-}
 
 // Key is one counted kind of signal.
 type Key struct {
