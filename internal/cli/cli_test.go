@@ -132,3 +132,36 @@ func TestTraceRunCancelPrintsResult(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.Contains(t, out, "== exec:")
 }
+
+func TestTraceResolveShowsMapping(t *testing.T) {
+	code, out, errOut := runCLI(t, context.Background(), "trace", "resolve",
+		`{"response_type":"diagnostic","ebpf_programs":[{"name":"x","type":"tracepoint","target":"execsnoop"},{"target":"rm -rf /"},{"type":"bpftrace","target":"tracepoint:sched:sched_switch { @[comm] = count(); }"}]}`)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "#1 execsnoop: alias execsnoop -> exec")
+	assert.Contains(t, out, "refused")
+	assert.Contains(t, out, "-> fallback")
+
+	code, out, _ = runCLI(t, context.Background(), "trace", "resolve", "--json", `[{"type":"syscall","target":"openat"}]`)
+	require.Equal(t, 0, code)
+	var res []struct {
+		Entry string `json:"entry"`
+		How   string `json:"how"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	require.Len(t, res, 1)
+	assert.Equal(t, "open", res[0].Entry)
+
+	code, _, errOut = runCLI(t, context.Background(), "trace", "resolve", `{not json`)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "not JSON")
+}
+
+func TestTraceRunResolvesAliasesAndRefusesJunk(t *testing.T) {
+	code, _, errOut := runCLI(t, context.Background(), "trace", "run", "rm -rf /")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "neither a probe nor words")
+	code, _, errOut = runCLI(t, context.Background(), "trace", "run", "execsnoop", "--port", "80")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "exec does not support the port filter")
+	assert.Contains(t, errOut, "alias execsnoop -> exec")
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/registry"
+	"github.com/nannyagent/nannyagent/internal/catalog/resolver"
 	"github.com/nannyagent/nannyagent/internal/catalog/runner"
 	"github.com/spf13/cobra"
 )
@@ -17,7 +18,7 @@ func (a *app) traceCommand() *cobra.Command {
 		Use:   "trace",
 		Short: "Run the catalog's eBPF programs directly",
 	}
-	cmd.AddCommand(a.traceListCommand(), a.traceRunCommand())
+	cmd.AddCommand(a.traceListCommand(), a.traceRunCommand(), a.traceResolveCommand())
 	return cmd
 }
 
@@ -97,10 +98,17 @@ their results. Ctrl-C ends the traces early and still prints what was
 gathered. Filters apply to every entry named; an entry that does not
 support a filter refuses to start.
 
+NAME is an entry, or anything the resolver maps to one (and says how on
+stderr): a classic tool name (execsnoop, biolatency, tcpdrop...), a
+tracepoint (block:block_rq_complete), a syscall (openat), a kernel
+function (vfs_read), or a bpftrace script, run by the bpftrace fallback.
+
 Entries: ` + strings.Join(registry.Names(), ", "),
 		Example: `  nannyagent trace run exec --duration 5s
   nannyagent trace run open --comm postgres --failed
-  nannyagent trace run exec,tcpconnect,biolatency --json`,
+  nannyagent trace run exec,tcpconnect,biolatency --json
+  nannyagent trace run execsnoop
+  nannyagent trace run irq:softirq_entry`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.traceRun(cmd, args[0], f)
@@ -147,16 +155,12 @@ func (a *app) traceRun(cmd *cobra.Command, names string, f runFlags) error {
 		return &exitError{code: 2, err: err}
 	}
 	var jobs []runner.Job
-	for _, name := range strings.Split(names, ",") {
-		name = strings.TrimSpace(name)
-		e, ok := registry.Lookup(name)
-		if !ok {
-			return &exitError{code: 2, err: fmt.Errorf("unknown entry %q (known: %s; see 'nannyagent trace list')", name, strings.Join(registry.Names(), ", "))}
-		}
-		if err := p.Validate(e.Info()); err != nil {
+	for _, name := range splitNames(names) {
+		job, err := a.jobFor(name, p)
+		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
-		jobs = append(jobs, runner.Job{Entry: e, Params: p})
+		jobs = append(jobs, job)
 	}
 	k := catalog.NewKernel(a.log.Named("catalog"))
 	var progress func(runner.Progress)
@@ -209,6 +213,48 @@ func (a *app) traceRun(cmd *cobra.Command, names string, f runFlags) error {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d traces failed", failed, len(outs))}
 	}
 	return nil
+}
+
+// splitNames splits "exec,open"; a bpftrace script (it has braces, and
+// commas of its own) is one name.
+func splitNames(names string) []string {
+	if strings.Contains(names, "{") {
+		return []string{names}
+	}
+	var out []string
+	for _, n := range strings.Split(names, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// jobFor finds what NAME runs: an entry by name, or whatever the resolver
+// maps it to (a classic tool name such as execsnoop, a tracepoint, a
+// syscall, a kernel function, a bpftrace script). The flags' filters apply
+// to the entry chosen.
+func (a *app) jobFor(name string, p catalog.Params) (runner.Job, error) {
+	if e, ok := registry.Lookup(name); ok {
+		return runner.Job{Entry: e, Params: p}, p.Validate(e.Info())
+	}
+	res := runner.NewResolver().Resolve(resolver.Request{Target: name, Duration: resolver.Duration{D: p.Duration}})
+	job, err := runner.JobFor(res)
+	if err != nil {
+		return job, fmt.Errorf("%q: %v (entries: %s; see 'nannyagent trace list')", catalog.Truncate(name, 80), err, strings.Join(registry.Names(), ", "))
+	}
+	fmt.Fprintf(a.stderr, "%s: %s\n", catalog.Truncate(name, 80), res.How)
+	for _, n := range res.Notes {
+		fmt.Fprintf(a.stderr, "  note: %s\n", n)
+	}
+	if p.Target == "" {
+		p.Target = job.Params.Target
+	}
+	if p.Frequency == 0 {
+		p.Frequency = job.Params.Frequency
+	}
+	job.Params = p
+	return job, p.Validate(job.Entry.Info())
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {
