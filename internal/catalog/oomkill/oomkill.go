@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -89,39 +88,25 @@ const rawTracepoint = "mark_victim"
 // task (recent kernels; before, it passed only the pid), then the classic
 // tracepoint.
 func attachMode(k *catalog.Kernel) (catalog.Feature, error) {
+	var typed []string
 	if victimIsTask(k) {
-		for _, f := range []catalog.Feature{catalog.FeatureTpBTF, catalog.FeatureRawTracepoint} {
-			if k.Has(catalog.Requirement{Feature: f, Name: rawTracepoint}) == nil {
-				return f, nil
-			}
-		}
+		typed = []string{rawTracepoint}
 	}
-	if err := catalog.CheckRequirements(k, Info); err != nil {
-		return "", fmt.Errorf("no tp_btf or raw_tp mark_victim with the victim task, and %w", err)
+	mode, err := catalog.TracepointMode(k, typed, func() error { return catalog.CheckRequirements(k, Info) })
+	if err != nil && typed == nil {
+		err = fmt.Errorf("no tp_btf or raw_tp mark_victim with the victim task, and %w", err)
 	}
-	return catalog.FeatureTracepoint, nil
+	return mode, err
 }
 
 // victimIsTask reads btf_trace_mark_victim: is its first argument a task
 // pointer?
 func victimIsTask(k *catalog.Kernel) bool {
-	spec, err := k.BTF()
-	if err != nil {
+	args, err := k.RawTracepointArgs(rawTracepoint)
+	if err != nil || len(args) < 1 {
 		return false
 	}
-	var td *btf.Typedef
-	if spec.TypeByName("btf_trace_"+rawTracepoint, &td) != nil {
-		return false
-	}
-	ptr, ok := td.Type.(*btf.Pointer)
-	if !ok {
-		return false
-	}
-	proto, ok := ptr.Target.(*btf.FuncProto)
-	if !ok || len(proto.Params) < 2 {
-		return false
-	}
-	arg, ok := btf.UnderlyingType(proto.Params[1].Type).(*btf.Pointer)
+	arg, ok := btf.UnderlyingType(args[0].Type).(*btf.Pointer)
 	if !ok {
 		return false
 	}
@@ -153,25 +138,18 @@ func classicFilterCheck(p catalog.Params) error {
 }
 
 type trace struct {
-	params  catalog.Params
-	mode    catalog.Feature
-	prog    *ebpf.Program
-	maps    oomkillMaps
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
+	catalog.Session
+	mode catalog.Feature
+	prog *ebpf.Program
+	maps oomkillMaps
 
 	mu  sync.Mutex // guards agg: written by the stream goroutine
 	agg aggregate
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadOomkill)
+	if err != nil {
 		return nil, err
 	}
 	mode, err := attachMode(k)
@@ -183,100 +161,36 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 			return nil, fmt.Errorf("oomkill: %w", err)
 		}
 	}
-	spec, err := loadOomkill()
-	if err != nil {
-		return nil, fmt.Errorf("oomkill: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("oomkill: %w", err)
-	}
 	if err := spec.Variables["page_kb"].Set(uint64(os.Getpagesize() / 1024)); err != nil {
 		return nil, fmt.Errorf("oomkill: set page_kb: %w", err)
 	}
-	t := &trace{params: p, mode: mode}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
-		return nil, fmt.Errorf("oomkill: %w", err)
-	}
-	if err := t.load(k, spec); err != nil {
-		return nil, fmt.Errorf("oomkill: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = t.links.Close()
-			_ = t.closeObjects()
-		}
-	}()
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.maps.Events, EventsPerf: t.maps.EventsPerf, Lost: t.maps.Lost}, t.usePerf, t.handle)
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: catalog.ModeName(mode)}, mode: mode}
+	t.Objects, t.Collect = catalog.CloseFunc(func() error { return catalog.CloseAll(t.prog, &t.maps) }), t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
 		return nil, fmt.Errorf("oomkill: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
-	switch mode {
-	case catalog.FeatureTpBTF:
-		err = t.links.Tracing("tp_btf "+rawTracepoint, t.prog)
-	case catalog.FeatureRawTracepoint:
-		err = t.links.RawTracepoint(rawTracepoint, t.prog)
-	default:
-		err = t.links.Tracepoint("oom", rawTracepoint, t.prog)
-	}
+	progs, err := k.LoadPrograms(spec, &t.maps, map[catalog.Feature]string{
+		catalog.FeatureTpBTF: "tp_btf_mark_victim", catalog.FeatureRawTracepoint: "raw_tp_mark_victim", catalog.FeatureTracepoint: "tp_mark_victim",
+	}[mode])
 	if err != nil {
 		return nil, fmt.Errorf("oomkill: %w", err)
 	}
-	t.start = time.Now()
+	t.prog = progs[0]
+	defer func() {
+		if err != nil {
+			t.Abort()
+		}
+	}()
+	handle := catalog.Records(&t.mu, &t.agg.malformed, func(rec *oomkillOomEvent) { t.agg.add(decodeKill(rec)) })
+	if err := t.StartStream(catalog.StreamObjects{Events: t.maps.Events, EventsPerf: t.maps.EventsPerf, Lost: t.maps.Lost}, usePerf, handle); err != nil {
+		return nil, err
+	}
+	if err := t.Links.AttachMode(mode, "oom", rawTracepoint, t.prog); err != nil {
+		return nil, fmt.Errorf("oomkill: %w", err)
+	}
+	t.Begin()
 	return t, nil
-}
-
-// load loads the maps and only the program of the chosen attach mode.
-func (t *trace) load(k *catalog.Kernel, spec *ebpf.CollectionSpec) error {
-	switch t.mode {
-	case catalog.FeatureTpBTF:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_btf_mark_victim"`
-			oomkillMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.oomkillMaps
-	case catalog.FeatureRawTracepoint:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"raw_tp_mark_victim"`
-			oomkillMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.oomkillMaps
-	default:
-		var o struct {
-			Prog *ebpf.Program `ebpf:"tp_mark_victim"`
-			oomkillMaps
-		}
-		if err := k.Load(spec, &o); err != nil {
-			return err
-		}
-		t.prog, t.maps = o.Prog, o.oomkillMaps
-	}
-	return nil
-}
-
-func (t *trace) closeObjects() error {
-	return catalog.CloseAll(t.prog, &t.maps)
-}
-
-func (t *trace) handle(raw []byte) {
-	var rec oomkillOomEvent
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := catalog.Decode(raw, &rec); err != nil {
-		t.agg.malformed++
-		return
-	}
-	t.agg.add(decodeKill(&rec))
 }
 
 func decodeKill(rec *oomkillOomEvent) Kill {
@@ -293,44 +207,14 @@ func decodeKill(rec *oomkillOomEvent) Kill {
 	}
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		closeErr := t.closeObjects()
-		t.mu.Lock()
-		res := t.agg.result(t.params, newCgroupResolver())
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, lost
-		res.Attach = attachName(t.mode) + ", " + transport(t.usePerf)
-		if t.mode == catalog.FeatureTracepoint {
-			res.Notes = append(res.Notes, "classic tracepoint: the victim's memory cgroup is unknown (the kernel does not pass the victim task here)")
-		}
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, streamErr, closeErr); err != nil {
-			t.err = fmt.Errorf("oomkill: stop: %w", err)
-		}
-	})
-	return t.result, t.err
-}
-
-// attachName is the mode as Info.Attach spells it.
-func attachName(f catalog.Feature) string {
-	if f == catalog.FeatureRawTracepoint {
-		return "raw_tp"
+func (t *trace) collect() (*catalog.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := t.agg.result(t.Params, newCgroupResolver())
+	if t.mode == catalog.FeatureTracepoint {
+		res.Notes = append(res.Notes, "classic tracepoint: the victim's memory cgroup is unknown (the kernel does not pass the victim task here)")
 	}
-	return string(f)
-}
-
-func transport(perf bool) string {
-	if perf {
-		return "perf buffer"
-	}
-	return "ring buffer"
+	return res, nil
 }
 
 // aggregate keeps every kill: the OOM killer is rare, and MaxSamples

@@ -82,17 +82,19 @@ func newMemcg(t *testing.T) *memcg {
 			// Children of root get the memory controller only when the
 			// root delegates it.
 			_ = os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), []byte("+memory"), 0)
-			return makeMemcg(t, filepath.Join(root, name), map[string]string{"memory.max": strconv.Itoa(limit), "memory.swap.max": "0"})
+			return makeMemcg(t, filepath.Join(root, name), [][2]string{{"memory.max", strconv.Itoa(limit)}, {"memory.swap.max", "0"}})
 		}
 		if _, err := os.Stat(filepath.Join(root, "memory.limit_in_bytes")); err == nil {
-			return makeMemcg(t, filepath.Join(root, name), map[string]string{"memory.limit_in_bytes": strconv.Itoa(limit), "memory.memsw.limit_in_bytes": strconv.Itoa(limit)})
+			return makeMemcg(t, filepath.Join(root, name), [][2]string{{"memory.limit_in_bytes", strconv.Itoa(limit)}, {"memory.memsw.limit_in_bytes", strconv.Itoa(limit)}})
 		}
 	}
 	t.Skipf("no cgroup with a memory controller to limit: %s", strings.Join(reasons, "; "))
 	return nil
 }
 
-func makeMemcg(t *testing.T, dir string, settings map[string]string) *memcg {
+// makeMemcg writes settings in order: cgroup v1 refuses a memory+swap
+// limit below the memory limit, so the memory limit goes first.
+func makeMemcg(t *testing.T, dir string, settings [][2]string) *memcg {
 	t.Helper()
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	t.Cleanup(func() {
@@ -111,7 +113,8 @@ func makeMemcg(t *testing.T, dir string, settings map[string]string) *memcg {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
-	for file, v := range settings {
+	for _, set := range settings {
+		file, v := set[0], set[1]
 		p := filepath.Join(dir, file)
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue // no swap accounting: nothing to limit
