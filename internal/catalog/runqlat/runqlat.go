@@ -5,10 +5,8 @@ package runqlat
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"time"
+	"io"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -47,12 +45,15 @@ func (Entry) Start(ctx context.Context, k *catalog.Kernel, p catalog.Params) (ca
 	return start(k, p)
 }
 
-// modeNames are the attach points of each mode, as Kernel.Has and the
-// attach calls name them.
-var modeNames = map[catalog.Feature][]string{
-	catalog.FeatureTpBTF:         {"sched_wakeup", "sched_wakeup_new", "sched_switch"},
-	catalog.FeatureRawTracepoint: {"sched_wakeup", "sched_wakeup_new", "sched_switch"},
-	catalog.FeatureTracepoint:    {"sched/sched_wakeup", "sched/sched_switch"},
+// points are the raw tracepoints of the typed modes; the classic mode
+// attaches to the first two only (it cannot see a new task's first wait).
+var points = []string{"sched_switch", "sched_wakeup", "sched_wakeup_new"}
+
+// programs are each mode's programs, in the order of points.
+var programs = map[catalog.Feature][]string{
+	catalog.FeatureTpBTF:         {"btf_switch", "btf_wakeup", "btf_wakeup_new"},
+	catalog.FeatureRawTracepoint: {"raw_switch", "raw_wakeup", "raw_wakeup_new"},
+	catalog.FeatureTracepoint:    {"tp_switch", "tp_wakeup"},
 }
 
 // chooseMode picks tp_btf (typed task pointers), then raw_tp (the same
@@ -62,19 +63,21 @@ func chooseMode(k *catalog.Kernel) (catalog.Feature, error) {
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return "", err
 	}
-	mode, err := catalog.AttachMode(k, catalog.FeatureTpBTF, catalog.FeatureRawTracepoint, catalog.FeatureTracepoint)
+	mode, err := catalog.TracepointMode(k, points, func() error {
+		for _, name := range []string{"sched/sched_wakeup", "sched/sched_switch"} {
+			if err := k.Has(catalog.Requirement{Feature: catalog.FeatureTracepoint, Name: name}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return "", &catalog.UnsupportedError{Entry: Info.Name, Reason: err.Error()}
-	}
-	for _, name := range modeNames[mode] {
-		if err := k.Has(catalog.Requirement{Feature: mode, Name: name}); err != nil {
-			return "", &catalog.UnsupportedError{Entry: Info.Name, Reason: err.Error()}
-		}
 	}
 	return mode, nil
 }
 
-// maps are the maps every mode uses; sleepers only the classic one.
+// maps are the maps every mode uses.
 type maps struct {
 	Start   *ebpf.Map `ebpf:"start"`
 	HistAll *ebpf.Map `ebpf:"hist_all"`
@@ -83,123 +86,67 @@ type maps struct {
 
 func (m *maps) Close() error { return catalog.CloseAll(m.Start, m.HistAll, m.ByProc) }
 
-// One struct per mode, so LoadAndAssign loads only that mode's programs
-// (a tp_btf program would not even load where tp_btf is missing).
-type btfObjects struct {
-	Wakeup    *ebpf.Program `ebpf:"btf_wakeup"`
-	WakeupNew *ebpf.Program `ebpf:"btf_wakeup_new"`
-	Switch    *ebpf.Program `ebpf:"btf_switch"`
-	maps
-}
-
-type rawObjects struct {
-	Wakeup    *ebpf.Program `ebpf:"raw_wakeup"`
-	WakeupNew *ebpf.Program `ebpf:"raw_wakeup_new"`
-	Switch    *ebpf.Program `ebpf:"raw_switch"`
-	maps
-}
-
-type tpObjects struct {
-	Wakeup   *ebpf.Program `ebpf:"tp_wakeup"`
-	Switch   *ebpf.Program `ebpf:"tp_switch"`
-	Sleepers *ebpf.Map     `ebpf:"sleepers"`
-	maps
+// classicMaps adds what only the classic mode uses: who went to sleep,
+// since its records carry pids instead of tasks.
+type classicMaps struct {
+	*maps
+	Sleepers *ebpf.Map `ebpf:"sleepers"`
 }
 
 type trace struct {
-	params  catalog.Params
-	mode    catalog.Feature
-	m       *maps
-	closers []interface{ Close() error }
-	links   catalog.Links
-	start   time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	mode     catalog.Feature
+	m        maps
+	sleepers *ebpf.Map
+	progs    []*ebpf.Program
 }
 
 func (t *trace) closeObjects() error {
-	var errs []error
-	for _, c := range t.closers {
-		errs = append(errs, c.Close())
+	cs := []io.Closer{&t.m, t.sleepers}
+	for _, p := range t.progs {
+		cs = append(cs, p)
 	}
-	t.closers = nil
-	return errors.Join(errs...)
+	return catalog.CloseAll(cs...)
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadRunqlat)
+	if err != nil {
 		return nil, err
 	}
 	mode, err := chooseMode(k)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := loadRunqlat()
-	if err != nil {
-		return nil, fmt.Errorf("runqlat: read BPF spec: %w", err)
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: catalog.ModeName(mode)}, mode: mode}
+	t.Objects, t.Collect, t.Count = catalog.CloseFunc(t.closeObjects), t.collect, t.count
+	// Only the chosen mode's programs load: a tp_btf program would not
+	// even load where tp_btf is missing.
+	var load any = &t.m
+	cm := &classicMaps{maps: &t.m}
+	if mode == catalog.FeatureTracepoint {
+		load = cm
 	}
-	if err := catalog.SetFilters(spec, p); err != nil {
+	if t.progs, err = k.LoadPrograms(spec, load, programs[mode]...); err != nil {
 		return nil, fmt.Errorf("runqlat: %w", err)
 	}
-	t := &trace{params: p, mode: mode}
+	t.sleepers = cm.Sleepers
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.closeObjects()
+			t.Abort()
 		}
 	}()
-	switch mode {
-	case catalog.FeatureTpBTF:
-		var o btfObjects
-		if err := k.Load(spec, &o); err != nil {
+	for i, prog := range t.progs {
+		if err := t.Links.AttachMode(mode, "sched", points[i], prog); err != nil {
 			return nil, fmt.Errorf("runqlat: %w", err)
-		}
-		t.m, t.closers = &o.maps, []interface{ Close() error }{o.Wakeup, o.WakeupNew, o.Switch, &o.maps}
-		for _, a := range []struct {
-			name string
-			prog *ebpf.Program
-		}{{"sched_switch", o.Switch}, {"sched_wakeup", o.Wakeup}, {"sched_wakeup_new", o.WakeupNew}} {
-			if err := t.links.Tracing("tp_btf "+a.name, a.prog); err != nil {
-				return nil, fmt.Errorf("runqlat: %w", err)
-			}
-		}
-	case catalog.FeatureRawTracepoint:
-		var o rawObjects
-		if err := k.Load(spec, &o); err != nil {
-			return nil, fmt.Errorf("runqlat: %w", err)
-		}
-		t.m, t.closers = &o.maps, []interface{ Close() error }{o.Wakeup, o.WakeupNew, o.Switch, &o.maps}
-		for _, a := range []struct {
-			name string
-			prog *ebpf.Program
-		}{{"sched_switch", o.Switch}, {"sched_wakeup", o.Wakeup}, {"sched_wakeup_new", o.WakeupNew}} {
-			if err := t.links.RawTracepoint(a.name, a.prog); err != nil {
-				return nil, fmt.Errorf("runqlat: %w", err)
-			}
-		}
-	default:
-		var o tpObjects
-		if err := k.Load(spec, &o); err != nil {
-			return nil, fmt.Errorf("runqlat: %w", err)
-		}
-		t.m, t.closers = &o.maps, []interface{ Close() error }{o.Wakeup, o.Switch, o.Sleepers, &o.maps}
-		for _, a := range []struct {
-			name string
-			prog *ebpf.Program
-		}{{"sched_switch", o.Switch}, {"sched_wakeup", o.Wakeup}} {
-			if err := t.links.Tracepoint("sched", a.name, a.prog); err != nil {
-				return nil, fmt.Errorf("runqlat: %w", err)
-			}
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is the number of waits recorded so far.
-func (t *trace) Seen() uint64 {
+// count is the number of waits recorded so far.
+func (t *trace) count() uint64 {
 	slots, err := readAll(t.m.HistAll)
 	if err != nil {
 		return 0
@@ -211,35 +158,13 @@ func (t *trace) Seen() uint64 {
 	return n
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		snap, readErr := readSnapshot(t.m)
-		closeErr := t.closeObjects()
-		res := snap.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = attachName(t.mode)
-		if t.mode == catalog.FeatureTracepoint {
-			res.Notes = append(res.Notes, "classic tracepoints carry no task pointers: a task's first wait after a sleep begun before the trace, and new tasks' first waits, are not counted")
-		}
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("runqlat: stop: %w", err)
-		}
-	})
-	return t.result, t.err
-}
-
-func attachName(mode catalog.Feature) string {
-	switch mode {
-	case catalog.FeatureTpBTF:
-		return "tp_btf"
-	case catalog.FeatureRawTracepoint:
-		return "raw_tp"
+func (t *trace) collect() (*catalog.Result, error) {
+	snap, err := readSnapshot(&t.m)
+	res := snap.result(t.Params)
+	if t.mode == catalog.FeatureTracepoint {
+		res.Notes = append(res.Notes, "classic tracepoints carry no task pointers: a task's first wait after a sleep begun before the trace, and new tasks' first waits, are not counted")
 	}
-	return "tracepoint"
+	return res, err
 }
 
 // Proc is one process's waits.
@@ -274,18 +199,12 @@ func readSnapshot(m *maps) (*Snapshot, error) {
 		return s, err
 	}
 	s.All = all
-	var pid uint32
-	var v runqlatProcHist
-	it := m.ByProc.Iterate()
-	for it.Next(&pid, &v) {
+	err = catalog.EachEntry(m.ByProc, func(pid *uint32, v *runqlatProcHist) {
 		slots := make([]uint64, catalog.Log2Slots)
 		catalog.AddSlots(slots, v.Hist.Slots[:])
-		s.Procs[pid] = Proc{Comm: catalog.CString(v.Comm[:]), TotalUs: v.TotalUs, Slots: slots}
-	}
-	if err := it.Err(); err != nil {
-		return s, fmt.Errorf("read by_proc: %w", err)
-	}
-	return s, nil
+		s.Procs[*pid] = Proc{Comm: catalog.CString(v.Comm[:]), TotalUs: v.TotalUs, Slots: slots}
+	})
+	return s, err
 }
 
 // procHistograms is how many of the most delayed processes get their
