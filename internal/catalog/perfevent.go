@@ -163,3 +163,14 @@ func RecursionMisses(progs ...*ebpf.Program) uint64 {
 	}
 	return n
 }
+
+// AddSkipped counts n events the kernel never ran the programs for
+// (RecursionMisses) as lost, with a note saying why; what names the events
+// ("resets", "drops").
+func (r *Result) AddSkipped(n uint64, what string) {
+	if n == 0 {
+		return
+	}
+	r.Lost += n
+	r.Notes = append(r.Notes, fmt.Sprintf("%d %s not counted: the kernel skipped the program while another BPF program ran on the same CPU", n, what))
+}

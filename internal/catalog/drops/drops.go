@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -73,34 +71,22 @@ type objects struct {
 func (o *objects) Close() error { return catalog.CloseAll(o.TpKfreeSkb, &o.dropsMaps) }
 
 type trace struct {
-	params     catalog.Params
+	catalog.Session
 	reasons    Reasons
 	objs       objects
-	links      catalog.Links
-	start      time.Time
 	hasReasons bool
-	mu         sync.Mutex // guards stopped: Seen reads the map only while it is open
-	stopped    bool
-	stopOnce   sync.Once
-	result     *catalog.Result
-	err        error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadDrops)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadDrops()
-	if err != nil {
-		return nil, fmt.Errorf("drops: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("drops: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint (skb:kfree_skb), in-kernel per-CPU counts"}}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	// Before 5.17 there is no enum skb_drop_reason and the record has no
 	// reason: every free is counted, as reason "unknown".
 	if kspec, err := k.BTF(); err == nil {
@@ -120,83 +106,54 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("drops: %w", err)
 	}
-	if err := t.links.Tracepoint("skb", "kfree_skb", t.objs.TpKfreeSkb); err != nil {
-		_ = t.objs.Close()
+	if err := t.Links.Tracepoint("skb", "kfree_skb", t.objs.TpKfreeSkb); err != nil {
+		t.Abort()
 		return nil, fmt.Errorf("drops: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is the number of drops counted so far.
-func (t *trace) Seen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		return 0
-	}
+// count is the number of drops counted so far.
+func (t *trace) count() uint64 {
 	n, _ := catalog.SumPerCPU(t.objs.Counters, 0)
 	return n
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(t.stop)
-	return t.result, t.err
-}
-
-func (t *trace) stop() {
-	end := time.Now()
-	detachErr := t.links.Close()
+func (t *trace) collect() (*catalog.Result, error) {
 	sites, readErr := readDrops(t.objs.Drops)
 	var c Counts
 	var err1, err2, err3 error
 	c.Counted, err1 = catalog.SumPerCPU(t.objs.Counters, 0)
 	c.Missed, err2 = catalog.SumPerCPU(t.objs.Counters, 1)
 	c.Unspecified, err3 = catalog.SumPerCPU(t.objs.Counters, 2)
-	skipped := recursionMisses(t.objs.TpKfreeSkb)
-	t.mu.Lock()
-	t.stopped = true
-	closeErr := t.objs.Close()
-	t.mu.Unlock()
 	var syms *Symbols
 	var symErr error
 	if len(sites) > 0 {
 		syms, symErr = LoadKallsyms()
 	}
-	res := buildResult(t.params, sites, c, t.reasons, syms)
-	if skipped > 0 {
-		res.Lost += skipped
-		res.Notes = append(res.Notes, fmt.Sprintf("%d drops not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
-	}
+	res := buildResult(t.Params, sites, c, t.reasons, syms)
+	res.AddSkipped(catalog.RecursionMisses(t.objs.TpKfreeSkb), "drops")
 	if !t.hasReasons {
 		res.Notes = append(res.Notes, "this kernel records no drop reasons (before 5.17): every kfree_skb is counted, including frees that are not drops")
 	}
 	if symErr != nil {
 		res.Notes = append(res.Notes, "locations are raw addresses: "+symErr.Error())
 	}
-	res.Start, res.End = t.start, end
-	res.Attach = "tracepoint (skb:kfree_skb), in-kernel per-CPU counts"
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, err1, err2, err3, closeErr); err != nil {
-		t.err = fmt.Errorf("drops: stop: %w", err)
-	}
+	return res, errors.Join(readErr, err1, err2, err3)
 }
 
 func readDrops(m *ebpf.Map) (map[Key]uint64, error) {
 	out := map[Key]uint64{}
-	var k dropsDropKey
-	var perCPU []uint64
-	it := m.Iterate()
-	for it.Next(&k, &perCPU) {
+	err := catalog.EachEntry(m, func(k *dropsDropKey, perCPU *[]uint64) {
 		var n uint64
-		for _, v := range perCPU {
+		for _, v := range *perCPU {
 			n += v
 		}
 		out[Key{Reason: k.Reason, Location: k.Location}] += n
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("read drops: %w", err)
+	})
+	if err != nil {
+		return out, err
 	}
 	return out, nil
 }
@@ -268,17 +225,4 @@ func buildResult(p catalog.Params, sites map[Key]uint64, c Counts, reasons Reaso
 		res.Notes = append(res.Notes, fmt.Sprintf("%d drops not attributed to a location: the site map was full", c.Missed))
 	}
 	return res
-}
-
-// recursionMisses is how often the kernel skipped prog because another
-// BPF program was running on that CPU (an interrupt in the middle of one):
-// those events are lost, and the result says so.
-func recursionMisses(progs ...*ebpf.Program) uint64 {
-	var n uint64
-	for _, p := range progs {
-		if st, err := p.Stats(); err == nil {
-			n += st.RecursionMisses
-		}
-	}
-	return n
 }

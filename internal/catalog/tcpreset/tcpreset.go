@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -87,35 +85,22 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params  catalog.Params
+	catalog.Session
 	reasons inet.Enum
 	objs    objects
-	links   catalog.Links
-	start   time.Time
-
-	mu      sync.Mutex // guards stopped: Seen reads the map only while it is open
-	stopped bool
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadTcpreset)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadTcpreset()
-	if err != nil {
-		return nil, fmt.Errorf("tcpreset: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("tcpreset: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p,
+		Attach: "tracepoint (tcp:tcp_send_reset, tcp:tcp_receive_reset), in-kernel counts"}}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	// Kernels before 6.10 have no enum sk_rst_reason and report no reason:
 	// numbers then never need a name.
 	if kspec, err := k.BTF(); err == nil {
@@ -126,73 +111,38 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
-	if err := t.links.Tracepoint("tcp", "tcp_send_reset", t.objs.TpSendReset); err != nil {
+	if err := t.Links.Tracepoint("tcp", "tcp_send_reset", t.objs.TpSendReset); err != nil {
 		return nil, fmt.Errorf("tcpreset: %w", err)
 	}
-	if err := t.links.Tracepoint("tcp", "tcp_receive_reset", t.objs.TpReceiveReset); err != nil {
+	if err := t.Links.Tracepoint("tcp", "tcp_receive_reset", t.objs.TpReceiveReset); err != nil {
 		return nil, fmt.Errorf("tcpreset: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is the number of resets counted so far.
-func (t *trace) Seen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		return 0
-	}
+// count is the number of resets counted so far.
+func (t *trace) count() uint64 {
 	n, _ := catalog.SumPerCPU(t.objs.Counters, 0)
 	return n
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(t.stop)
-	return t.result, t.err
-}
-
-func (t *trace) stop() {
-	end := time.Now()
-	detachErr := t.links.Close()
+func (t *trace) collect() (*catalog.Result, error) {
 	resets, readErr := readResets(t.objs.Resets)
 	total, err1 := catalog.SumPerCPU(t.objs.Counters, 0)
 	missed, err2 := catalog.SumPerCPU(t.objs.Counters, 1)
-	skipped := recursionMisses(t.objs.TpSendReset, t.objs.TpReceiveReset)
-	t.mu.Lock()
-	t.stopped = true
-	closeErr := t.objs.Close()
-	t.mu.Unlock()
-	res := buildResult(t.params, resets, total, missed, t.reasons)
-	if skipped > 0 {
-		res.Lost += skipped
-		res.Notes = append(res.Notes, fmt.Sprintf("%d resets not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
-	}
-	res.Start, res.End = t.start, end
-	res.Attach = "tracepoint (tcp:tcp_send_reset, tcp:tcp_receive_reset), in-kernel counts"
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, err1, err2, closeErr); err != nil {
-		t.err = fmt.Errorf("tcpreset: stop: %w", err)
-	}
+	res := buildResult(t.Params, resets, total, missed, t.reasons)
+	res.AddSkipped(catalog.RecursionMisses(t.objs.TpSendReset, t.objs.TpReceiveReset), "resets")
+	return res, errors.Join(readErr, err1, err2)
 }
 
 func readResets(m *ebpf.Map) (map[Key]uint64, error) {
 	out := map[Key]uint64{}
-	var k tcpresetResetKey
-	var n uint64
-	it := m.Iterate()
-	for it.Next(&k, &n) {
-		out[keyOf(&k)] = n
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("read resets: %w", err)
-	}
-	return out, nil
+	err := catalog.EachEntry(m, func(k *tcpresetResetKey, n *uint64) { out[keyOf(k)] = *n })
+	return out, err
 }
 
 func keyOf(k *tcpresetResetKey) Key {
@@ -269,17 +219,4 @@ func buildResult(p catalog.Params, resets map[Key]uint64, total, missed uint64, 
 		res.Notes = append(res.Notes, fmt.Sprintf("%d resets not attributed to a flow: the flow map was full", missed))
 	}
 	return res
-}
-
-// recursionMisses is how often the kernel skipped prog because another
-// BPF program was running on that CPU (an interrupt in the middle of one):
-// those events are lost, and the result says so.
-func recursionMisses(progs ...*ebpf.Program) uint64 {
-	var n uint64
-	for _, p := range progs {
-		if st, err := p.Stats(); err == nil {
-			n += st.RecursionMisses
-		}
-	}
-	return n
 }

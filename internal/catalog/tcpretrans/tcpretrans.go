@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -65,95 +63,59 @@ type objects struct {
 func (o *objects) Close() error { return catalog.CloseAll(o.TpRetransmitSkb, &o.tcpretransMaps) }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	links  catalog.Links
-	start  time.Time
-
-	mu      sync.Mutex // guards stopped: Seen reads the map only while it is open
-	stopped bool
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadTcpretrans)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadTcpretrans()
-	if err != nil {
-		return nil, fmt.Errorf("tcpretrans: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("tcpretrans: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p,
+		Attach: "tracepoint (tcp:tcp_retransmit_skb), in-kernel counts"}}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("tcpretrans: %w", err)
 	}
-	if err := t.links.Tracepoint("tcp", "tcp_retransmit_skb", t.objs.TpRetransmitSkb); err != nil {
-		_ = t.objs.Close()
+	defer func() {
+		if err != nil {
+			t.Abort()
+		}
+	}()
+	if err := t.Links.Tracepoint("tcp", "tcp_retransmit_skb", t.objs.TpRetransmitSkb); err != nil {
 		return nil, fmt.Errorf("tcpretrans: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is the number of retransmits counted so far.
-func (t *trace) Seen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		return 0
-	}
+// count is the number of retransmits counted so far.
+func (t *trace) count() uint64 {
 	n, _ := catalog.SumPerCPU(t.objs.Counters, 0)
 	return n
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(t.stop)
-	return t.result, t.err
-}
-
-func (t *trace) stop() {
-	end := time.Now()
-	detachErr := t.links.Close()
+func (t *trace) collect() (*catalog.Result, error) {
 	flows, readErr := readFlows(t.objs.Flows)
 	total, err1 := catalog.SumPerCPU(t.objs.Counters, 0)
 	missed, err2 := catalog.SumPerCPU(t.objs.Counters, 1)
-	skipped := recursionMisses(t.objs.TpRetransmitSkb)
-	t.mu.Lock()
-	t.stopped = true
-	closeErr := t.objs.Close()
-	t.mu.Unlock()
-	res := buildResult(t.params, flows, total, missed)
-	addSkipped(res, skipped)
-	res.Start, res.End = t.start, end
-	res.Attach = "tracepoint (tcp:tcp_retransmit_skb), in-kernel counts"
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, err1, err2, closeErr); err != nil {
-		t.err = fmt.Errorf("tcpretrans: stop: %w", err)
-	}
+	res := buildResult(t.Params, flows, total, missed)
+	// A retransmit from a timer softirq that interrupts a tracing program
+	// elsewhere is not counted.
+	res.AddSkipped(catalog.RecursionMisses(t.objs.TpRetransmitSkb), "retransmits")
+	return res, errors.Join(readErr, err1, err2)
 }
 
 func readFlows(m *ebpf.Map) (map[Flow]Stats, error) {
 	flows := map[Flow]Stats{}
-	var k tcpretransRetransKey
-	var v tcpretransRetransVal
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		flows[flowOf(&k)] = Stats{Retransmits: v.Count, Failed: v.Failed}
-	}
-	if err := it.Err(); err != nil {
-		return flows, fmt.Errorf("read flows: %w", err)
-	}
-	return flows, nil
+	err := catalog.EachEntry(m, func(k *tcpretransRetransKey, v *tcpretransRetransVal) {
+		flows[flowOf(k)] = Stats{Retransmits: v.Count, Failed: v.Failed}
+	})
+	return flows, err
 }
 
 func flowOf(k *tcpretransRetransKey) Flow {
@@ -211,23 +173,4 @@ func buildResult(p catalog.Params, flows map[Flow]Stats, total, missed uint64) *
 		res.Notes = append(res.Notes, fmt.Sprintf("%d retransmits not attributed to a flow: the flow map was full", missed))
 	}
 	return res
-}
-
-// recursionMisses is how often the kernel skipped the program because
-// another BPF program was running on that CPU: a retransmit from a timer
-// softirq that interrupts a tracing program elsewhere is not counted.
-func recursionMisses(p *ebpf.Program) uint64 {
-	st, err := p.Stats()
-	if err != nil {
-		return 0
-	}
-	return st.RecursionMisses
-}
-
-func addSkipped(res *catalog.Result, skipped uint64) {
-	if skipped == 0 {
-		return
-	}
-	res.Lost += skipped
-	res.Notes = append(res.Notes, fmt.Sprintf("%d retransmits not counted: the kernel skipped the program while another BPF program ran on the same CPU", skipped))
 }
