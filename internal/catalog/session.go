@@ -48,6 +48,9 @@ type Session struct {
 	// Stop adds the transport (", ring buffer" or ", perf buffer").
 	Attach string
 	Links  Links
+	// Perf holds the per-CPU perf events of sampling entries; detached
+	// with the links.
+	Perf PerfEvents
 	// Stream is set when the entry streams events (StartStream).
 	Stream *EventStream
 	// Objects are the loaded programs and maps, closed last.
@@ -104,6 +107,7 @@ func (s *Session) Seen() uint64 {
 // are loaded.
 func (s *Session) Abort() {
 	_ = s.Links.Close()
+	_ = s.Perf.Close()
 	if s.Stream != nil {
 		_, _ = s.Stream.Stop()
 	}
@@ -131,7 +135,7 @@ func (s *Session) Stop() (*Result, error) {
 
 func (s *Session) stop() {
 	end := time.Now()
-	detachErr := s.Links.Close()
+	detachErr := errors.Join(s.Links.Close(), s.Perf.Close())
 	var lost uint64
 	var streamErr error
 	if s.Stream != nil {

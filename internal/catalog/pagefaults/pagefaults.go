@@ -7,15 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"golang.org/x/sys/unix"
 )
@@ -60,47 +53,29 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	events perfEvents
-	start  time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadPagefaults)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadPagefaults()
-	if err != nil {
-		return nil, fmt.Errorf("pagefaults: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("pagefaults: %w", err)
-	}
-	t := &trace{params: p}
-	if forceIoctl {
-		t.events.mode = "ioctl"
-	}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p}}
+	t.Objects, t.Collect = &t.objs, t.collect
+	t.Perf.ForceIoctl = forceIoctl
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("pagefaults: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = t.events.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
-	cpus, err := onlineCPUs()
-	if err != nil {
-		return nil, fmt.Errorf("pagefaults: %w", err)
-	}
 	for _, e := range []struct {
 		config uint64
 		name   string
@@ -109,40 +84,31 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		{unix.PERF_COUNT_SW_PAGE_FAULTS_MIN, "page-faults-min", t.objs.OnMinorFault},
 		{unix.PERF_COUNT_SW_PAGE_FAULTS_MAJ, "page-faults-maj", t.objs.OnMajorFault},
 	} {
-		for _, cpu := range cpus {
-			if err := t.events.open(e.config, cpu, e.prog); err != nil {
-				return nil, fmt.Errorf("pagefaults: attach perf event %s on cpu %d: %w", e.name, cpu, err)
-			}
+		// Period 1: the program sees every fault. A software event with
+		// period 1 overflows once per event and is never throttled.
+		attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: e.config, Sample: 1}
+		if err := t.Perf.OpenAll(e.name, attr, e.prog); err != nil {
+			return nil, fmt.Errorf("pagefaults: %w", err)
 		}
 	}
 	// Enable only once every CPU has its program, so no CPU starts
 	// counting earlier than the others.
-	if err := t.events.enable(); err != nil {
+	if err := t.Perf.Enable(); err != nil {
 		return nil, fmt.Errorf("pagefaults: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is not known while the kernel aggregates.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.events.Close()
-		snap, readErr := t.read()
-		closeErr := t.objs.Close()
-		res := snap.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = "perf_event (software page-faults-min/maj, period 1, every CPU), " + t.events.mode
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("pagefaults: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+func (t *trace) collect() (*catalog.Result, error) {
+	snap, err := t.read()
+	res := snap.result(t.Params)
+	mode := "bpf_link"
+	if !t.Perf.ViaLink() {
+		mode = "ioctl"
+	}
+	res.Attach = "perf_event (software page-faults-min/maj, period 1, every CPU), " + mode
+	return res, err
 }
 
 // Faults is one process's page faults.
@@ -232,113 +198,3 @@ func (s snapshot) result(p catalog.Params) *catalog.Result {
 
 // forceIoctl makes tests take the pre-5.15 attach path.
 var forceIoctl bool
-
-// perfEvents holds the per-CPU software perf events and their BPF links.
-// cilium/ebpf has no public attach for arbitrary perf events, so this opens
-// them itself: a BPF link where the kernel has perf links (5.15+), the
-// PERF_EVENT_IOC_SET_BPF ioctl otherwise.
-type perfEvents struct {
-	fds   []int
-	links []*link.RawLink
-	mode  string
-}
-
-func (pe *perfEvents) open(config uint64, cpu int, prog *ebpf.Program) error {
-	attr := unix.PerfEventAttr{
-		Type:   unix.PERF_TYPE_SOFTWARE,
-		Config: config,
-		// Period 1: the program sees every fault. A software event with
-		// period 1 overflows once per event and is never throttled.
-		Sample: 1,
-		Bits:   unix.PerfBitDisabled,
-	}
-	attr.Size = uint32(unsafe.Sizeof(attr))
-	fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("perf_event_open: %w", err)
-	}
-	pe.fds = append(pe.fds, fd)
-	if pe.mode != "ioctl" {
-		l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
-		if err == nil {
-			pe.links = append(pe.links, l)
-			pe.mode = "bpf_link"
-			return nil
-		}
-		if pe.mode == "bpf_link" || !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("bpf_link_create: %w", err)
-		}
-	}
-	pe.mode = "ioctl"
-	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, prog.FD()); err != nil {
-		return fmt.Errorf("PERF_EVENT_IOC_SET_BPF: %w", err)
-	}
-	return nil
-}
-
-func (pe *perfEvents) enable() error {
-	for _, fd := range pe.fds {
-		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
-			return fmt.Errorf("enable perf event: %w", err)
-		}
-	}
-	return nil
-}
-
-// Close disables every event first, so that all CPUs stop counting
-// together, then releases links and events. Idempotent.
-func (pe *perfEvents) Close() error {
-	var errs []error
-	for _, fd := range pe.fds {
-		_ = unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_DISABLE, 0)
-	}
-	for _, l := range pe.links {
-		errs = append(errs, l.Close())
-	}
-	for _, fd := range pe.fds {
-		errs = append(errs, unix.Close(fd))
-	}
-	pe.links, pe.fds = nil, nil
-	return errors.Join(errs...)
-}
-
-// onlineCPUs lists the CPUs a per-CPU event can be opened on. A CPU that
-// comes online during the trace is not covered.
-func onlineCPUs() ([]int, error) {
-	data, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return nil, fmt.Errorf("read online CPUs: %w", err)
-	}
-	return parseCPUList(strings.TrimSpace(string(data)))
-}
-
-// parseCPUList parses the kernel's CPU list format, e.g. "0-3,5,7-8".
-func parseCPUList(s string) ([]int, error) {
-	var cpus []int
-	for _, part := range strings.Split(s, ",") {
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			return nil, fmt.Errorf("bad CPU list %q", s)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("bad CPU list %q", s)
-			}
-		}
-		if a < 0 || b >= 1<<16 {
-			return nil, fmt.Errorf("bad CPU list %q", s)
-		}
-		for c := a; c <= b; c++ {
-			cpus = append(cpus, c)
-		}
-	}
-	if len(cpus) == 0 {
-		return nil, fmt.Errorf("empty CPU list %q", s)
-	}
-	return cpus, nil
-}

@@ -195,31 +195,8 @@ func TestResult(t *testing.T) {
 	assert.Contains(t, res.Notes[0], "2 faults not counted")
 }
 
-func TestParseCPUList(t *testing.T) {
-	for in, want := range map[string][]int{"0": {0}, "0-3": {0, 1, 2, 3}, "0-1,4,6-7": {0, 1, 4, 6, 7}} {
-		got, err := parseCPUList(in)
-		require.NoError(t, err)
-		assert.Equal(t, want, got)
-	}
-	for _, bad := range []string{"", "x", "3-1", "1-x", "-1"} {
-		_, err := parseCPUList(bad)
-		assert.Error(t, err, bad)
-	}
-}
-
 func TestValidateRejectsUnsupportedFilter(t *testing.T) {
 	require.ErrorContains(t, catalog.Params{FailedOnly: true}.Validate(Info), "pagefaults does not support the failed filter")
-}
-
-func FuzzParseCPUList(f *testing.F) {
-	f.Add("0-3,5")
-	f.Add("1-")
-	f.Fuzz(func(t *testing.T, s string) {
-		cpus, err := parseCPUList(s)
-		if err == nil && len(cpus) == 0 {
-			t.Fatal("no error and no CPUs")
-		}
-	})
 }
 
 // The pid filter keeps the whole process and nothing else.

@@ -7,15 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"golang.org/x/sys/unix"
 )
@@ -57,18 +52,10 @@ type objects struct {
 func (o *objects) Close() error { return catalog.CloseAll(o.DoSample, &o.profileMaps) }
 
 type trace struct {
-	params  catalog.Params
-	freq    int
-	cpus    []int
-	objs    objects
-	links   catalog.Links
-	fds     []int // perf events; closing one detaches an ioctl-attached program
-	viaLink bool
-	start   time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	freq int
+	cpus []int
+	objs objects
 }
 
 // forceIoctl makes tests take the pre-5.15 attach path (no BPF link for
@@ -76,24 +63,20 @@ type trace struct {
 var forceIoctl bool
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadProfile)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	cpus, err := onlineCPUs()
+	cpus, err := catalog.OnlineCPUs()
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
 	}
-	spec, err := loadProfile()
-	if err != nil {
-		return nil, fmt.Errorf("profile: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("profile: %w", err)
-	}
-	t := &trace{params: p, freq: p.Frequency, cpus: cpus}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p}, freq: p.Frequency, cpus: cpus}
+	t.Objects, t.Collect = &t.objs, t.collect
+	t.Perf.ForceIoctl = forceIoctl
 	if t.freq == 0 {
 		t.freq = DefaultFrequency
 	}
@@ -102,85 +85,37 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.detach()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
-	t.viaLink = !forceIoctl
-	for _, cpu := range cpus {
-		if err := t.attach(cpu); err != nil {
-			return nil, fmt.Errorf("profile: %w", err)
-		}
-	}
-	t.start = time.Now()
-	return t, nil
-}
-
-// attach opens a cpu-clock event on cpu and runs the program on its
-// overflow: through a BPF link where the kernel has them for perf events
-// (5.15+), else with PERF_EVENT_IOC_SET_BPF, which the fd's close undoes.
-func (t *trace) attach(cpu int) error {
+	// A cpu-clock event on every CPU runs the program on its overflow.
 	attr := unix.PerfEventAttr{
 		Type:   unix.PERF_TYPE_SOFTWARE,
 		Config: unix.PERF_COUNT_SW_CPU_CLOCK,
 		Sample: uint64(t.freq),
 		Bits:   unix.PerfBitFreq,
 	}
-	attr.Size = uint32(unsafe.Sizeof(attr))
-	fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("perf_event_open cpu-clock on cpu %d: %w", cpu, err)
-	}
-	t.fds = append(t.fds, fd)
-	what := "perf_event cpu " + strconv.Itoa(cpu)
-	if t.viaLink {
-		l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: t.objs.DoSample, Attach: ebpf.AttachPerfEvent})
-		if err == nil {
-			return t.links.Add(what, l, nil)
+	for _, cpu := range cpus {
+		if err := t.Perf.Open(attr, cpu, t.objs.DoSample); err != nil {
+			return nil, fmt.Errorf("profile: attach perf_event cpu-clock on cpu %d: %w", cpu, err)
 		}
-		if len(t.fds) > 1 || !(errors.Is(err, unix.EINVAL) || errors.Is(err, ebpf.ErrNotSupported)) {
-			return fmt.Errorf("attach %s: %w", what, err)
-		}
-		t.viaLink = false // the first CPU decides for all of them
 	}
-	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, t.objs.DoSample.FD()); err != nil {
-		return fmt.Errorf("attach %s: PERF_EVENT_IOC_SET_BPF: %w", what, err)
+	if err := t.Perf.Enable(); err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
-		return fmt.Errorf("attach %s: PERF_EVENT_IOC_ENABLE: %w", what, err)
-	}
-	return nil
+	t.Begin()
+	return t, nil
 }
 
-func (t *trace) detach() error {
-	errs := []error{t.links.Close()}
-	for _, fd := range t.fds {
-		errs = append(errs, unix.Close(fd))
-	}
-	t.fds = nil
-	return errors.Join(errs...)
-}
-
-// Seen is unknown until Stop: samples are counted in the kernel.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(t.stop)
-	return t.result, t.err
-}
-
-func (t *trace) stop() {
-	end := time.Now()
-	detachErr := t.detach()
+func (t *trace) collect() (*catalog.Result, error) {
 	// Symbolise now, while the sampled processes most likely still live:
 	// their maps and binaries are read through /proc/<pid>.
 	samples, readErr := t.read()
 	lost, lostErr := catalog.SumPerCPU(t.objs.Drops, 0)
 	badStacks, stackErr := catalog.SumPerCPU(t.objs.Drops, 1)
-	closeErr := t.objs.Close()
-	res := buildResult(t.params, t.freq, len(t.cpus), samples)
-	res.Start, res.End, res.Lost = t.start, end, lost
-	if t.viaLink {
+	res := buildResult(t.Params, t.freq, len(t.cpus), samples)
+	res.Lost = lost
+	if t.Perf.ViaLink() {
 		res.Attach = "perf_event (cpu-clock, BPF link)"
 	} else {
 		res.Attach = "perf_event (cpu-clock, ioctl)"
@@ -188,11 +123,7 @@ func (t *trace) stop() {
 	if badStacks > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d stacks could not be recorded (stack map full or hash collision)", badStacks))
 	}
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, lostErr, stackErr, closeErr); err != nil {
-		t.err = fmt.Errorf("profile: stop: %w", err)
-	}
+	return res, errors.Join(readErr, lostErr, stackErr)
 }
 
 // Sample is one counted (process, stack) pair, symbolised; frames leaf
@@ -207,8 +138,6 @@ type Sample struct {
 
 func (t *trace) read() ([]Sample, error) {
 	sym := newSymbolizer()
-	var key profileProfKey
-	var count uint64
 	var out []Sample
 	var stackErrs []error
 	frames := make([]uint64, 127)
@@ -229,15 +158,14 @@ func (t *trace) read() ([]Sample, error) {
 		}
 		return names
 	}
-	it := t.objs.Counts.Iterate()
-	for it.Next(&key, &count) {
-		s := Sample{PID: key.Tgid, Comm: catalog.CString(key.Comm[:]), Count: count}
+	err := catalog.EachEntry(t.objs.Counts, func(key *profileProfKey, count *uint64) {
+		s := Sample{PID: key.Tgid, Comm: catalog.CString(key.Comm[:]), Count: *count}
 		s.Kernel = stack(key.Kstack, sym.kernelFrame)
 		s.User = stack(key.Ustack, func(pc uint64) string { return sym.userFrame(key.Tgid, pc) })
 		out = append(out, s)
-	}
-	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("read counts: %w", err)
+	})
+	if err != nil {
+		return out, err
 	}
 	if len(stackErrs) > 0 {
 		return out, fmt.Errorf("read %d stacks: %w", len(stackErrs), stackErrs[0])
@@ -317,41 +245,4 @@ func buildResult(p catalog.Params, freq, ncpu int, samples []Sample) *catalog.Re
 		res.Summary += fmt.Sprintf("; hottest frame: %s", leaf)
 	}
 	return res
-}
-
-// onlineCPUs lists the CPUs a per-CPU event can open on.
-func onlineCPUs() ([]int, error) {
-	data, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return nil, fmt.Errorf("online CPUs: %w", err)
-	}
-	return parseCPUList(strings.TrimSpace(string(data)))
-}
-
-// parseCPUList reads the kernel's list format, "0-3,5,7-8".
-func parseCPUList(s string) ([]int, error) {
-	var cpus []int
-	for _, part := range strings.Split(s, ",") {
-		if part == "" {
-			continue
-		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			return nil, fmt.Errorf("cpu list %q: %w", s, err)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("cpu list %q: bad range %q", s, part)
-			}
-		}
-		for c := a; c <= b; c++ {
-			cpus = append(cpus, c)
-		}
-	}
-	if len(cpus) == 0 {
-		return nil, fmt.Errorf("cpu list %q is empty", s)
-	}
-	return cpus, nil
 }

@@ -63,18 +63,6 @@ func TestStructLayout(t *testing.T) {
 	assert.Equal(t, uintptr(28), unsafe.Sizeof(profileProfKey{}))
 }
 
-func TestParseCPUList(t *testing.T) {
-	for in, want := range map[string][]int{"0": {0}, "0-3": {0, 1, 2, 3}, "0-1,4,6-7": {0, 1, 4, 6, 7}} {
-		got, err := parseCPUList(in)
-		require.NoError(t, err, in)
-		assert.Equal(t, want, got, in)
-	}
-	for _, bad := range []string{"", "x", "3-1", "1-y"} {
-		_, err := parseCPUList(bad)
-		assert.Error(t, err, bad)
-	}
-}
-
 func TestParseMaps(t *testing.T) {
 	ms := parseMaps("00400000-00452000 r-xp 00001000 08:02 173521 /usr/bin/dbus daemon\n" +
 		"00651000-00652000 rw-p 00051000 08:02 173521 /usr/bin/dbus-daemon\n" +
