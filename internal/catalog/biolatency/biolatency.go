@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -113,16 +111,10 @@ type withBioQueue struct {
 }
 
 type trace struct {
-	params    catalog.Params
+	catalog.Session
 	core      core
 	submit    *ebpf.Program
 	submitter string
-	links     catalog.Links
-	start     time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func (t *trace) closeObjects() error {
@@ -130,23 +122,19 @@ func (t *trace) closeObjects() error {
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadBiolatency)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadBiolatency()
-	if err != nil {
-		return nil, fmt.Errorf("biolatency: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("biolatency: %w", err)
-	}
-	t := &trace{params: p, submitter: submitBioQueue}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p}, submitter: submitBioQueue}
+	t.Objects, t.Collect = catalog.CloseFunc(t.closeObjects), t.collect
 	if !forceBioQueue && catalog.TracepointExists("block/"+submitIoStart) {
 		t.submitter = submitIoStart
 	}
+	t.Attach = "tracepoint (block_rq_issue/block_rq_complete, submitter from " + t.submitter + ")"
 	if t.submitter == submitIoStart {
 		var o withIoStart
 		err = k.Load(spec, &o)
@@ -161,8 +149,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.closeObjects()
+			t.Abort()
 		}
 	}()
 	// Submitters first, so a request issued right after attach finds its
@@ -175,35 +162,17 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		{"block_rq_complete", t.core.TpRqComplete},
 		{"block_rq_issue", t.core.TpRqIssue},
 	} {
-		if err := t.links.Tracepoint("block", a.name, a.prog); err != nil {
+		if err := t.Links.Tracepoint("block", a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("biolatency: %w", err)
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is unknown until Stop: everything is aggregated in the kernel.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(t.stop)
-	return t.result, t.err
-}
-
-func (t *trace) stop() {
-	end := time.Now()
-	detachErr := t.links.Close()
-	disks, procs, readErr := readMaps(&t.core.biolatencyMaps)
-	closeErr := t.closeObjects()
-	res := buildResult(t.params, disks, procs, DiskName)
-	res.Start, res.End = t.start, end
-	res.Attach = "tracepoint (block_rq_issue/block_rq_complete, submitter from " + t.submitter + ")"
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-		t.err = fmt.Errorf("biolatency: stop: %w", err)
-	}
+func (t *trace) collect() (*catalog.Result, error) {
+	disks, procs, err := readMaps(&t.core.biolatencyMaps)
+	return buildResult(t.Params, disks, procs, DiskName), err
 }
 
 // DiskKey and the stats below are the in-kernel aggregates, decoded.
@@ -233,26 +202,16 @@ type ProcStats struct {
 
 func readMaps(m *biolatencyMaps) (map[DiskKey]DiskStats, map[ProcKey]ProcStats, error) {
 	disks := map[DiskKey]DiskStats{}
-	var dk biolatencyBioDiskKey
-	var dv biolatencyBioDiskStats
-	it := m.Disks.Iterate()
-	for it.Next(&dk, &dv) {
+	err1 := catalog.EachEntry(m.Disks, func(dk *biolatencyBioDiskKey, dv *biolatencyBioDiskStats) {
 		disks[DiskKey{Dev(dk.Dev), Op(dk.Op)}] = DiskStats{Count: dv.Count, Bytes: dv.Bytes, TotalNs: dv.TotalNs,
 			Errors: dv.Errors, Slots: dv.Hist.Slots}
-	}
-	err1 := it.Err()
+	})
 	procs := map[ProcKey]ProcStats{}
-	var pk biolatencyBioProcKey
-	var pv biolatencyBioProcStats
-	pit := m.Procs.Iterate()
-	for pit.Next(&pk, &pv) {
+	err2 := catalog.EachEntry(m.Procs, func(pk *biolatencyBioProcKey, pv *biolatencyBioProcStats) {
 		procs[ProcKey{PID: pk.Tgid, Comm: catalog.CString(pk.Comm[:]), Dev: Dev(pk.Dev), Op: Op(pk.Op)}] =
 			ProcStats{Count: pv.Count, Bytes: pv.Bytes, TotalNs: pv.TotalNs}
-	}
-	if err := errors.Join(err1, pit.Err()); err != nil {
-		return disks, procs, fmt.Errorf("read aggregates: %w", err)
-	}
-	return disks, procs, nil
+	})
+	return disks, procs, errors.Join(err1, err2)
 }
 
 // DiskName names a device the way /dev does ("sda", "nvme0n1p2",

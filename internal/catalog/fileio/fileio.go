@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -75,39 +73,27 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	links  catalog.Links
-	start  time.Time
-	notes  []string
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs  objects
+	notes []string
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadFileio)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadFileio()
-	if err != nil {
-		return nil, fmt.Errorf("fileio: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("fileio: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint, in-kernel aggregation"}}
+	t.Objects, t.Collect = &t.objs, t.collect
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("fileio: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
 	type attach struct {
@@ -130,35 +116,22 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 			t.notes = append(t.notes, "not traced (no tracepoint): "+a.name)
 			continue
 		}
-		if err := t.links.Tracepoint("syscalls", a.name, a.prog); err != nil {
+		if err := t.Links.Tracepoint("syscalls", a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("fileio: %w", err)
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is not known while the kernel aggregates: reading the map on every
-// progress tick would cost more than it tells.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		snap, readErr := t.read()
-		closeErr := t.objs.Close()
-		res := snap.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = "tracepoint, in-kernel aggregation"
-		res.Notes = append(res.Notes, t.notes...)
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("fileio: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+// collect reads the kernel's aggregates at Stop. Seen stays 0 until then
+// (no Session.Count): reading the map on every progress tick would cost
+// more than it tells.
+func (t *trace) collect() (*catalog.Result, error) {
+	snap, err := t.read()
+	res := snap.result(t.Params)
+	res.Notes = append(res.Notes, t.notes...)
+	return res, err
 }
 
 // Usage is one process's I/O on one file.
@@ -189,10 +162,7 @@ func (t *trace) read() (snapshot, error) {
 	var snap snapshot
 	var errs []error
 	names := map[fileioFileId]fileioFileName{}
-	var key fileioFileKey
-	var val fileioFileStats
-	it := t.objs.Stats.Iterate()
-	for it.Next(&key, &val) {
+	err := catalog.EachEntry(t.objs.Stats, func(key *fileioFileKey, val *fileioFileStats) {
 		id := fileioFileId{Ino: key.Ino, Dev: key.Dev}
 		name, ok := names[id]
 		if !ok {
@@ -202,10 +172,10 @@ func (t *trace) read() (snapshot, error) {
 			}
 			names[id] = name
 		}
-		snap.usage = append(snap.usage, usageOf(&key, &val, &name))
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read stats: %w", err))
+		snap.usage = append(snap.usage, usageOf(key, val, &name))
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
 	for op, dst := range []*[]uint32{&snap.readHist, &snap.writeHist} {
 		var h fileioHist
