@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -84,69 +82,52 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	links  catalog.Links
-	memcg  bool
-	start  time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs  objects
+	memcg bool
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadReclaim)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadReclaim()
-	if err != nil {
-		return nil, fmt.Errorf("reclaim: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("reclaim: %w", err)
-	}
-	t := &trace{params: p,
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"},
 		memcg: catalog.TracepointExists("vmscan/mm_vmscan_memcg_reclaim_begin") &&
 			catalog.TracepointExists("vmscan/mm_vmscan_memcg_reclaim_end")}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("reclaim: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
 	// Ends before begins: a reclaim that begins once both are attached is
 	// always paired.
-	attach := []struct {
+	type attach struct {
 		name string
 		prog *ebpf.Program
-	}{{"mm_vmscan_direct_reclaim_end", t.objs.DirectEnd}, {"mm_vmscan_direct_reclaim_begin", t.objs.DirectBegin}}
-	if t.memcg {
-		attach = append(attach, struct {
-			name string
-			prog *ebpf.Program
-		}{"mm_vmscan_memcg_reclaim_end", t.objs.MemcgEnd}, struct {
-			name string
-			prog *ebpf.Program
-		}{"mm_vmscan_memcg_reclaim_begin", t.objs.MemcgBegin})
 	}
-	for _, a := range attach {
-		if err := t.links.Tracepoint("vmscan", a.name, a.prog); err != nil {
+	attaches := []attach{{"mm_vmscan_direct_reclaim_end", t.objs.DirectEnd}, {"mm_vmscan_direct_reclaim_begin", t.objs.DirectBegin}}
+	if t.memcg {
+		attaches = append(attaches, attach{"mm_vmscan_memcg_reclaim_end", t.objs.MemcgEnd}, attach{"mm_vmscan_memcg_reclaim_begin", t.objs.MemcgBegin})
+	}
+	for _, a := range attaches {
+		if err := t.Links.Tracepoint("vmscan", a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("reclaim: %w", err)
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is the number of paired reclaims so far.
-func (t *trace) Seen() uint64 {
+// count is the number of paired reclaims so far.
+func (t *trace) count() uint64 {
 	c, err := readCounters(t.objs.Counters)
 	if err != nil {
 		return 0
@@ -154,25 +135,13 @@ func (t *trace) Seen() uint64 {
 	return c[cPairs] + c[cPairs+1]
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		snap, readErr := readSnapshot(&t.objs.reclaimMaps)
-		closeErr := t.objs.Close()
-		res := snap.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = "tracepoint"
-		if !t.memcg {
-			res.Notes = append(res.Notes, "this kernel has no memcg reclaim tracepoints (CONFIG_MEMCG off): cgroup-limit reclaim is not seen")
-		}
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("reclaim: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+func (t *trace) collect() (*catalog.Result, error) {
+	snap, err := readSnapshot(&t.objs.reclaimMaps)
+	res := snap.result(t.Params)
+	if !t.memcg {
+		res.Notes = append(res.Notes, "this kernel has no memcg reclaim tracepoints (CONFIG_MEMCG off): cgroup-limit reclaim is not seen")
+	}
+	return res, err
 }
 
 // ProcKey is one process's reclaims of one kind.
@@ -236,17 +205,14 @@ func readSnapshot(m *reclaimMaps) (*Snapshot, error) {
 	s.Pairs = [2]uint64{c[cPairs], c[cPairs+1]}
 	s.Unmatched = c[cUnmatched]
 
-	var k reclaimProcKey
-	var v reclaimProcStat
-	it := m.ByProc.Iterate()
-	for it.Next(&k, &v) {
+	err = catalog.EachEntry(m.ByProc, func(k *reclaimProcKey, v *reclaimProcStat) {
 		slots := make([]uint64, catalog.Log2Slots)
 		catalog.AddSlots(slots, v.Hist.Slots[:])
 		s.Procs[ProcKey{k.Tgid, Kind(k.Kind)}] = ProcStats{Comm: catalog.CString(v.Comm[:]), Count: v.Count,
 			TotalNs: v.TotalNs, MaxNs: v.MaxNs, NrReclaimed: v.NrReclaimed, Slots: slots}
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read by_proc: %w", err))
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return s, errors.Join(errs...)
 }
