@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -57,55 +55,43 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	links  catalog.Links
-	start  time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadSyscalls)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadSyscalls()
-	if err != nil {
-		return nil, fmt.Errorf("syscalls: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("syscalls: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"}}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("syscalls: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
 	// Exit first: a syscall is counted only once both sides are attached
 	// and its entry was seen, so the order changes nothing but is explicit.
-	if err := t.links.Tracepoint("raw_syscalls", "sys_exit", t.objs.TpSysExit); err != nil {
+	if err := t.Links.Tracepoint("raw_syscalls", "sys_exit", t.objs.TpSysExit); err != nil {
 		return nil, fmt.Errorf("syscalls: %w", err)
 	}
-	if err := t.links.Tracepoint("raw_syscalls", "sys_enter", t.objs.TpSysEnter); err != nil {
+	if err := t.Links.Tracepoint("raw_syscalls", "sys_enter", t.objs.TpSysEnter); err != nil {
 		return nil, fmt.Errorf("syscalls: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen sums the per-syscall counts so far: a few hundred keys at most,
+// count sums the per-syscall counts so far: a few hundred keys at most,
 // cheap enough for a progress display.
-func (t *trace) Seen() uint64 {
+func (t *trace) count() uint64 {
 	m, err := readBySyscall(t.objs.BySyscall)
 	if err != nil {
 		return 0
@@ -117,22 +103,9 @@ func (t *trace) Seen() uint64 {
 	return n
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		snap, readErr := readSnapshot(&t.objs.syscallsMaps)
-		closeErr := t.objs.Close()
-		res := snap.result(t.params, localName)
-		res.Start, res.End = t.start, end
-		res.Attach = "tracepoint"
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("syscalls: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+func (t *trace) collect() (*catalog.Result, error) {
+	snap, err := readSnapshot(&t.objs.syscallsMaps)
+	return snap.result(t.Params, localName), err
 }
 
 // Stats are counts of one syscall, or of one process's use of it.
@@ -182,77 +155,50 @@ func newSnapshot() *Snapshot {
 
 func readBySyscall(m *ebpf.Map) (map[uint32]Stats, error) {
 	out := map[uint32]Stats{}
-	var nr uint32
-	var vals []syscallsScStat
-	it := m.Iterate()
-	for it.Next(&nr, &vals) {
+	err := catalog.EachEntry(m, func(nr *uint32, vals *[]syscallsScStat) {
 		var s Stats
-		for _, v := range vals {
+		for _, v := range *vals {
 			s.add(Stats{v.Count, v.Errors, v.TotalNs})
 		}
-		out[nr] = s
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read by_syscall: %w", err)
+		out[*nr] = s
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 func readSnapshot(m *syscallsMaps) (*Snapshot, error) {
 	s := newSnapshot()
-	var errs []error
-	bs, err := readBySyscall(m.BySyscall)
-	if err != nil {
-		errs = append(errs, err)
-	} else {
+	bs, err1 := readBySyscall(m.BySyscall)
+	if err1 == nil {
 		s.BySyscall = bs
 	}
-
-	var pk syscallsProcKey
-	var pvals []syscallsProcStat
-	it := m.ByProc.Iterate()
-	for it.Next(&pk, &pvals) {
+	err2 := catalog.EachEntry(m.ByProc, func(pk *syscallsProcKey, pvals *[]syscallsProcStat) {
 		var ps ProcStats
-		for _, v := range pvals {
+		for _, v := range *pvals {
 			ps.add(Stats{v.Count, v.Errors, v.TotalNs})
 			if ps.Comm == "" && v.Count > 0 {
 				ps.Comm = catalog.CString(v.Comm[:])
 			}
 		}
 		s.ByProc[ProcKey{pk.Tgid, pk.Nr}] = ps
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read by_proc: %w", err))
-	}
-
-	var ek syscallsErrKey
-	var evals []uint64
-	it = m.ByErrno.Iterate()
-	for it.Next(&ek, &evals) {
+	})
+	err3 := catalog.EachEntry(m.ByErrno, func(ek *syscallsErrKey, evals *[]uint64) {
 		var n uint64
-		for _, v := range evals {
+		for _, v := range *evals {
 			n += v
 		}
 		s.ByErrno[ErrKey{ek.Nr, ek.Errno}] = n
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read by_errno: %w", err))
-	}
-
-	var nr uint32
-	var hvals []syscallsHist
-	it = m.Hists.Iterate()
-	for it.Next(&nr, &hvals) {
+	})
+	err4 := catalog.EachEntry(m.Hists, func(nr *uint32, hvals *[]syscallsHist) {
 		slots := make([]uint64, catalog.Log2Slots)
-		for _, h := range hvals {
+		for _, h := range *hvals {
 			catalog.AddSlots(slots, h.Slots[:])
 		}
-		s.Hists[nr] = slots
-	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read hists: %w", err))
-	}
-	return s, errors.Join(errs...)
+		s.Hists[*nr] = slots
+	})
+	return s, errors.Join(err1, err2, err3, err4)
 }
 
 // maxHistograms bounds the per-syscall histograms of a result (the most
