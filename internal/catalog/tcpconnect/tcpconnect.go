@@ -6,13 +6,10 @@ package tcpconnect
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -93,87 +90,47 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
-	objs   objects
-	links  catalog.Links
-	start  time.Time
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
+	catalog.Session
+	objs objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadTcpconnect)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadTcpconnect()
-	if err != nil {
-		return nil, fmt.Errorf("tcpconnect: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("tcpconnect: %w", err)
-	}
-	t := &trace{params: p}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"}}
+	t.Objects, t.Collect = &t.objs, t.collect
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("tcpconnect: %w", err)
 	}
-	if err := t.links.Tracepoint("sock", "inet_sock_set_state", t.objs.TpInetSockSetState); err != nil {
-		_ = t.objs.Close()
+	if err := t.Links.Tracepoint("sock", "inet_sock_set_state", t.objs.TpInetSockSetState); err != nil {
+		t.Abort()
 		return nil, fmt.Errorf("tcpconnect: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen is 0 while running: the counts stay in the kernel until Stop.
-func (t *trace) Seen() uint64 { return 0 }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		agg := newAggregate()
-		readErr := t.read(&agg)
-		closeErr := t.objs.Close()
-		res := agg.result(t.params)
-		res.Start, res.End = t.start, end
-		res.Attach = "tracepoint"
-		res.Compact()
-		t.result = res
-		if err := errors.Join(detachErr, readErr, closeErr); err != nil {
-			t.err = fmt.Errorf("tcpconnect: stop: %w", err)
-		}
-	})
-	return t.result, t.err
+// collect reads the counts, which stay in the kernel until Stop (Seen is
+// 0 while running).
+func (t *trace) collect() (*catalog.Result, error) {
+	agg := newAggregate()
+	err := t.read(&agg)
+	return agg.result(t.Params), err
 }
 
 // read copies the in-kernel aggregates into agg.
 func (t *trace) read(agg *aggregate) error {
-	var (
-		key tcpconnectDestKey
-		val tcpconnectDestStats
-	)
-	it := t.objs.Stats.Iterate()
-	for it.Next(&key, &val) {
-		agg.addStats(&key, &val)
+	if err := catalog.EachEntry(t.objs.Stats, agg.addStats); err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read stats: %w", err)
-	}
-	var (
-		sk uint64
-		at tcpconnectAttempt
-	)
-	it = t.objs.Inflight.Iterate()
-	for it.Next(&sk, &at) {
-		agg.addPending(&at.Key)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read in-flight handshakes: %w", err)
+	err := catalog.EachEntry(t.objs.Inflight, func(_ *uint64, at *tcpconnectAttempt) { agg.addPending(&at.Key) })
+	if err != nil {
+		return err
 	}
 	dropped, err := catalog.SumPerCPU(t.objs.Dropped, 0)
 	agg.dropped = dropped
