@@ -35,7 +35,8 @@ func Prepare(info Info, p Params, load func() (*ebpf.CollectionSpec, error)) (*e
 //   - it detaches the links first (nothing new arrives), then drains the
 //     event stream, then reads the maps through Collect while they are
 //     still open, and only then closes the objects;
-//   - Seen never reads a map after it was closed;
+//   - Seen never reads a map after it was closed, and is the result's
+//     count once stopped;
 //   - Abort releases whatever a failed Start had already set up.
 //
 // An entry embeds a Session in its trace, fills the fields as Start
@@ -66,7 +67,7 @@ type Session struct {
 	// alongside whatever result Collect could build.
 	Collect func() (*Result, error)
 
-	start time.Time
+	start, end time.Time
 
 	mu     sync.Mutex // guards closed against Seen reading closed maps
 	closed bool
@@ -89,14 +90,21 @@ func (s *Session) StartStream(m StreamObjects, usePerf bool, handle func([]byte)
 	return nil
 }
 
-// Seen is the number of events gathered so far.
+// Traced is the traced time, from Begin to the start of Stop: what
+// Collect divides by for rates.
+func (s *Session) Traced() time.Duration { return s.end.Sub(s.start) }
+
+// Seen is the number of events gathered so far; after Stop, the result's.
 func (s *Session) Seen() uint64 {
 	if s.Stream != nil && s.Count == nil {
 		return s.Stream.Seen()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.Count == nil {
+	switch {
+	case s.result != nil:
+		return s.result.Events
+	case s.closed || s.Count == nil:
 		return 0
 	}
 	return s.Count()
@@ -134,7 +142,7 @@ func (s *Session) Stop() (*Result, error) {
 }
 
 func (s *Session) stop() {
-	end := time.Now()
+	s.end = time.Now()
 	detachErr := errors.Join(s.Links.Close(), s.Perf.Close())
 	var lost uint64
 	var streamErr error
@@ -146,7 +154,7 @@ func (s *Session) stop() {
 	if res == nil {
 		res = &Result{Entry: s.Entry, Params: s.Params.Describe()}
 	}
-	res.Start, res.End = s.start, end
+	res.Start, res.End = s.start, s.end
 	res.Lost += lost
 	if res.Attach == "" {
 		res.Attach = s.Attach
@@ -155,7 +163,9 @@ func (s *Session) stop() {
 		}
 	}
 	res.Compact()
+	s.mu.Lock()
 	s.result = res
+	s.mu.Unlock()
 	if err := errors.Join(detachErr, streamErr, collectErr, closeErr); err != nil {
 		s.err = fmt.Errorf("%s: stop: %w", s.Entry, err)
 	}

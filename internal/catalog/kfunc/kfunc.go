@@ -14,11 +14,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"golang.org/x/sys/unix"
 )
@@ -171,12 +169,10 @@ type attachFunc func(ls *catalog.Links, target string, entry, ret *ebpf.Program)
 func attachKprobes(ls *catalog.Links, fn string, entry, ret *ebpf.Program) error {
 	// Return probe first: a call entered before it was attached would
 	// leave a start that no return ever consumes.
-	l, err := link.Kretprobe(fn, ret, nil)
-	if err := ls.Add("kretprobe "+fn, l, err); err != nil {
+	if err := ls.Kretprobe(fn, ret); err != nil {
 		return err
 	}
-	l, err = link.Kprobe(fn, entry, nil)
-	return ls.Add("kprobe "+fn, l, err)
+	return ls.Kprobe(fn, entry)
 }
 
 // objects names only what this entry loads.
@@ -193,17 +189,9 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
+	catalog.Session
 	target string
-	mode   string
-	links  catalog.Links
-	start  time.Time
-
-	mu      sync.Mutex // guards objs (Seen reads maps while Stop closes them) and the result
-	objs    objects
-	stopped bool
-	result  *catalog.Result
-	err     error
+	objs   objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params, target, mode string, attach attachFunc) (_ catalog.Trace, err error) {
@@ -214,13 +202,13 @@ func start(k *catalog.Kernel, p catalog.Params, target, mode string, attach atta
 	if err := catalog.SetFilters(spec, p); err != nil {
 		return nil, fmt.Errorf("kfunc: %w", err)
 	}
-	t := &trace{params: p, target: target, mode: mode}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: mode}, target: target}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("kfunc: %w", err)
 	}
-	if err := attach(&t.links, target, t.objs.KfuncEntry, t.objs.KfuncReturn); err != nil {
-		_ = t.links.Close()
-		_ = t.objs.Close()
+	if err := attach(&t.Links, target, t.objs.KfuncEntry, t.objs.KfuncReturn); err != nil {
+		t.Abort()
 		if errors.Is(err, unix.EADDRNOTAVAIL) {
 			// Several static functions share the name (recent kernels
 			// refuse to guess which one is meant).
@@ -233,21 +221,13 @@ func start(k *catalog.Kernel, p catalog.Params, target, mode string, attach atta
 		}
 		return nil, fmt.Errorf("kfunc: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen sums the calls counted so far; it walks the map, which is fine at
+// count sums the calls counted so far; it walks the map, which is fine at
 // the rate of a progress display.
-func (t *trace) Seen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		if t.result == nil {
-			return 0
-		}
-		return t.result.Events
-	}
+func (t *trace) count() uint64 {
 	a, err := readStats(t.objs.Stats)
 	if err != nil {
 		return 0
@@ -255,57 +235,26 @@ func (t *trace) Seen() uint64 {
 	return a.calls()
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		return t.result, t.err
-	}
-	t.stopped = true
-	end := time.Now()
-	detachErr := t.links.Close()
+func (t *trace) collect() (*catalog.Result, error) {
 	a, readErr := readStats(t.objs.Stats)
 	running, runErr := countKeys(t.objs.Starts)
 	dropped, dropErr := catalog.SumPerCPU(t.objs.Dropped, 0)
 	a.running, a.dropped = running, dropped
-	closeErr := t.objs.Close()
-	res := a.result(t.target, t.params, end.Sub(t.start))
-	res.Start, res.End = t.start, end
-	res.Attach = t.mode
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, runErr, dropErr, closeErr); err != nil {
-		t.err = fmt.Errorf("kfunc: stop: %w", err)
-	}
-	return t.result, t.err
+	return a.result(t.target, t.Params, t.Traced()), errors.Join(readErr, runErr, dropErr)
 }
 
 func readStats(m *ebpf.Map) (aggregate, error) {
 	a := newAggregate()
-	var key kfuncKfKey
-	var val kfuncKfStats
-	it := m.Iterate()
-	for it.Next(&key, &val) {
-		a.add(proc{pid: key.Tgid, comm: catalog.CString(key.Comm[:])}, &val)
-	}
-	if err := it.Err(); err != nil {
-		return a, fmt.Errorf("read stats: %w", err)
-	}
-	return a, nil
+	err := catalog.EachEntry(m, func(key *kfuncKfKey, val *kfuncKfStats) {
+		a.add(proc{pid: key.Tgid, comm: catalog.CString(key.Comm[:])}, val)
+	})
+	return a, err
 }
 
 func countKeys(m *ebpf.Map) (uint64, error) {
 	var n uint64
-	var key uint32
-	var val uint64
-	it := m.Iterate()
-	for it.Next(&key, &val) {
-		n++
-	}
-	if err := it.Err(); err != nil {
-		return n, fmt.Errorf("read starts: %w", err)
-	}
-	return n, nil
+	err := catalog.EachEntry(m, func(*uint32, *uint64) { n++ })
+	return n, err
 }
 
 // proc is a process under one command name (an exec renames it).

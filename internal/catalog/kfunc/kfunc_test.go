@@ -323,12 +323,10 @@ func TestProgramsThroughUprobes(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		l, err := ex.Uretprobe(target, ret, nil)
-		if err := ls.Add("uretprobe "+target, l, err); err != nil {
+		if err := ls.Uretprobe(ex, bin, target, ret); err != nil {
 			return err
 		}
-		l, err = ex.Uprobe(target, entry, nil)
-		return ls.Add("uprobe "+target, l, err)
+		return ls.Uprobe(ex, bin, target, entry)
 	}
 	runHelper := func(p catalog.Params, fast, slow int) (*catalog.Result, int) {
 		before := catalogtest.OwnedBPF(t)
