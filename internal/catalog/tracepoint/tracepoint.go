@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -144,20 +143,14 @@ func (o *objects) Close() error {
 }
 
 type trace struct {
-	params catalog.Params
+	catalog.Session
 	target Target
-	links  catalog.Links
-	start  time.Time
-
-	mu      sync.Mutex // guards objs (Seen reads maps while Stop closes them) and result
-	objs    objects
-	stopped bool
-	result  *catalog.Result
-	err     error
+	objs   objects
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadTracepoint)
+	if err != nil {
 		return nil, err
 	}
 	target, err := ParseTarget(p.Target)
@@ -170,19 +163,13 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
-	spec, err := loadTracepoint()
-	if err != nil {
-		return nil, fmt.Errorf("tracepoint: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
-		return nil, fmt.Errorf("tracepoint: %w", err)
-	}
-	t := &trace{params: p, target: target}
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint " + target.String()}, target: target}
+	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("tracepoint: %w", err)
 	}
-	if err := t.links.Tracepoint(target.Category, target.Name, t.objs.TpCount); err != nil {
-		_ = t.objs.Close()
+	if err := t.Links.Tracepoint(target.Category, target.Name, t.objs.TpCount); err != nil {
+		t.Abort()
 		if errors.Is(err, unix.EINVAL) {
 			// The id file exists, yet the kernel refuses a tracepoint
 			// program: ftrace's own events and kprobe/uprobe events live
@@ -191,21 +178,13 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		}
 		return nil, fmt.Errorf("tracepoint: %w", err)
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
-// Seen sums the in-kernel counts; it walks the map, which is fine at the
+// count sums the in-kernel counts; it walks the map, which is fine at the
 // rate of a progress display.
-func (t *trace) Seen() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		if t.result == nil {
-			return 0
-		}
-		return t.result.Events
-	}
+func (t *trace) count() uint64 {
 	a, err := readCounts(t.objs.Counts)
 	if err != nil {
 		return 0
@@ -213,28 +192,11 @@ func (t *trace) Seen() uint64 {
 	return a.total()
 }
 
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped {
-		return t.result, t.err
-	}
-	t.stopped = true
-	end := time.Now()
-	detachErr := t.links.Close()
+func (t *trace) collect() (*catalog.Result, error) {
 	a, readErr := readCounts(t.objs.Counts)
 	dropped, dropErr := catalog.SumPerCPU(t.objs.Dropped, 0)
 	a.dropped, a.maxProcs = dropped, t.objs.Counts.MaxEntries()
-	closeErr := t.objs.Close()
-	res := a.result(t.target, t.params, end.Sub(t.start))
-	res.Start, res.End = t.start, end
-	res.Attach = "tracepoint " + t.target.String()
-	res.Compact()
-	t.result = res
-	if err := errors.Join(detachErr, readErr, dropErr, closeErr); err != nil {
-		t.err = fmt.Errorf("tracepoint: stop: %w", err)
-	}
-	return t.result, t.err
+	return a.result(t.target, t.Params, t.Traced()), errors.Join(readErr, dropErr)
 }
 
 // proc is one row of the in-kernel count: a process under one command name
@@ -252,20 +214,14 @@ type aggregate struct {
 
 func readCounts(m *ebpf.Map) (aggregate, error) {
 	a := aggregate{byProc: map[proc]uint64{}}
-	var key tracepointTpKey
-	var perCPU []uint64
-	it := m.Iterate()
-	for it.Next(&key, &perCPU) {
+	err := catalog.EachEntry(m, func(key *tracepointTpKey, perCPU *[]uint64) {
 		var n uint64
-		for _, v := range perCPU {
+		for _, v := range *perCPU {
 			n += v
 		}
 		a.add(proc{pid: key.Tgid, comm: catalog.CString(key.Comm[:])}, n)
-	}
-	if err := it.Err(); err != nil {
-		return a, fmt.Errorf("read counts: %w", err)
-	}
-	return a, nil
+	})
+	return a, err
 }
 
 func (a *aggregate) add(p proc, n uint64) {
