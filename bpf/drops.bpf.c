@@ -14,6 +14,7 @@
  * means SKB_CONSUMED (not a drop at all). */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/counters.bpf.h"
 
 #define NO_REASON 0xffffffff
 
@@ -44,13 +45,6 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 slot)
-{
-	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
-	if (n)
-		*n += 1;
-}
-
 SEC("tracepoint/skb/kfree_skb")
 int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 {
@@ -65,16 +59,16 @@ int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (!filter_current())
 		return 0;
 	if (key.reason == reason_not_specified) {
-		count(CNT_UNSPECIFIED);
+		counter_inc(&counters, CNT_UNSPECIFIED);
 		return 0;
 	}
 	key.location = (__u64)ctx->location;
-	count(CNT_COUNTED);
+	counter_inc(&counters, CNT_COUNTED);
 
 	static const __u64 zero = 0;
 	__u64 *n = lookup_or_init(&drops, &key, &zero);
 	if (!n) {
-		count(CNT_MISSED);
+		counter_inc(&counters, CNT_MISSED);
 		return 0;
 	}
 	*n += 1; /* per-CPU */

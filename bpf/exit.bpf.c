@@ -10,6 +10,7 @@
  * the one this kernel supports before load. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 #include "common/events.bpf.h"
 #include "common/hist.bpf.h"
 
@@ -47,14 +48,6 @@ struct {
 	__type(key, struct exit_key);
 	__type(value, struct exit_val);
 } counts SEC(".maps");
-
-/* Exits that found counts full: reported, never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -118,10 +111,7 @@ static __always_inline int on_exit(void *ctx, struct task_struct *task, int grou
 		__sync_fetch_and_add(&v->count, 1);
 		__sync_fetch_and_add(&v->lifetime_ns, life);
 	} else {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-		if (n)
-			*n += 1;
+		count_dropped();
 	}
 	__u32 zero = 0;
 	struct hist *h = bpf_map_lookup_elem(&lifetime_us, &zero);

@@ -14,6 +14,7 @@
  * writers a diagnosis is after. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 #include "common/hist.bpf.h"
 
 #define E2BIG 7 /* what a full hash map's update returns, negated */
@@ -100,14 +101,6 @@ struct {
 	__type(value, struct hist);
 } latency SEC(".maps");
 
-/* [0]: updates dropped because stats or names was full. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
 /* Too big for the 512-byte stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -115,14 +108,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct file_name);
 } scratch SEC(".maps");
-
-static __always_inline void count_dropped(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-	if (n)
-		*n += 1;
-}
 
 static __always_inline int on_enter(struct trace_event_raw_sys_enter *ctx, __u32 op)
 {

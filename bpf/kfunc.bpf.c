@@ -13,6 +13,7 @@
  * outer call is then not counted. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 #include "common/hist.bpf.h"
 
 #define MAX_THREADS 10240
@@ -50,22 +51,6 @@ struct {
 	__type(key, struct kf_key);
 	__type(value, struct kf_stats);
 } stats SEC(".maps");
-
-/* Calls not counted because a map was full: reported, never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
-static __always_inline void count_dropped(void)
-{
-	__u32 zero = 0;
-	__u64 *d = bpf_map_lookup_elem(&dropped, &zero);
-	if (d)
-		*d += 1; /* per-CPU: no atomic needed */
-}
 
 SEC("kprobe")
 int BPF_KPROBE(kfunc_entry)

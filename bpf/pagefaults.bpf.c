@@ -11,6 +11,7 @@
  * retried. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 
 #define E2BIG 7 /* what a full hash map's update returns, negated */
 
@@ -27,14 +28,6 @@ struct {
 	__type(value, struct fault_stats);
 } faults SEC(".maps");
 
-/* [0]: faults not counted because the map was full. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
 static __always_inline int account(bool major)
 {
 	if (!filter_current())
@@ -45,10 +38,7 @@ static __always_inline int account(bool major)
 		struct fault_stats init = {};
 		bpf_get_current_comm(init.comm, sizeof(init.comm));
 		if (bpf_map_update_elem(&faults, &tgid, &init, BPF_NOEXIST) == -E2BIG) {
-			__u32 zero = 0;
-			__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-			if (n)
-				*n += 1;
+			count_dropped();
 			return 0;
 		}
 		s = bpf_map_lookup_elem(&faults, &tgid);

@@ -9,6 +9,7 @@
  * Latency histograms (us) overall and per (process, kind). */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/counters.bpf.h"
 #include "common/hist.bpf.h"
 
 const volatile __u64 targ_min_ns = 0;
@@ -71,13 +72,6 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 slot)
-{
-	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
-	if (n)
-		*n += 1; /* per-CPU */
-}
-
 static __always_inline int on_begin(__u32 kind)
 {
 	if (!filter_current())
@@ -86,7 +80,7 @@ static __always_inline int on_begin(__u32 kind)
 	struct reclaim_start s = {.ts = bpf_ktime_get_ns(), .kind = kind};
 	if (bpf_map_update_elem(&start, &tid, &s, BPF_ANY))
 		return 0;
-	count(C_BEGIN + kind);
+	counter_inc(&counters, C_BEGIN + kind);
 	return 0;
 }
 
@@ -98,12 +92,12 @@ static __always_inline int on_end(__u32 kind, __u64 nr_reclaimed)
 	if (!s || s->kind != kind) {
 		/* Only count ends of tasks the filters let through. */
 		if (filter_current())
-			count(C_UNMATCHED);
+			counter_inc(&counters, C_UNMATCHED);
 		return 0;
 	}
 	__u64 delta = bpf_ktime_get_ns() - s->ts;
 	bpf_map_delete_elem(&start, &tid);
-	count(C_PAIRS + kind);
+	counter_inc(&counters, C_PAIRS + kind);
 	if (delta < targ_min_ns)
 		return 0;
 	__u64 us = delta / 1000;

@@ -73,27 +73,6 @@ static __always_inline long task_state(struct task_struct *t)
 	return BPF_CORE_READ((struct task_struct___o *)t, state);
 }
 
-/* filter_task is filter_current for a task that is not current (the
- * wakee, the task switched in). */
-static __always_inline bool filter_task(struct task_struct *t)
-{
-	if (targ_tgid && BPF_CORE_READ(t, tgid) != targ_tgid)
-		return false;
-	if (targ_tid && BPF_CORE_READ(t, pid) != targ_tid)
-		return false;
-	if (targ_uid != INVALID_UID && BPF_CORE_READ(t, cred, uid.val) != targ_uid)
-		return false;
-	if (targ_cgroup && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != targ_cgroup)
-		return false;
-	if (filter_comm) {
-		char comm[TASK_COMM_LEN];
-		BPF_CORE_READ_STR_INTO(&comm, t, comm);
-		if (!comm_matches(comm))
-			return false;
-	}
-	return true;
-}
-
 static __always_inline void enqueue(__u32 tid, __u32 tgid)
 {
 	/* The idle tasks (pid 0, one per CPU) wait for nothing. */

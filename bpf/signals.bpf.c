@@ -11,6 +11,7 @@
  * the classic tracepoint only has the target thread's pid. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 
 const volatile bool targ_failed = false;
 
@@ -37,14 +38,6 @@ struct {
 	__type(value, __u64);
 } counts SEC(".maps");
 
-/* Signals that found counts full: reported, never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
 static const __u64 zero_count;
 
 static __always_inline int count(struct sig_key *key)
@@ -58,10 +51,7 @@ static __always_inline int count(struct sig_key *key)
 		__sync_fetch_and_add(n, 1);
 		return 0;
 	}
-	__u32 zero = 0;
-	__u64 *d = bpf_map_lookup_elem(&dropped, &zero);
-	if (d)
-		*d += 1;
+	count_dropped();
 	return 0;
 }
 

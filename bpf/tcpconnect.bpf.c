@@ -22,6 +22,7 @@
  * kernel aggregates: no event crosses to user space. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 #include "common/hist.bpf.h"
 #include "common/inet_state.bpf.h"
 
@@ -75,22 +76,6 @@ struct {
 	__type(key, struct dest_key);
 	__type(value, struct dest_stats);
 } stats SEC(".maps");
-
-/* Attempts or outcomes not counted because a map was full. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
-static __always_inline void count_dropped(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&dropped, &zero);
-	if (n)
-		*n += 1;
-}
 
 static __always_inline struct dest_stats *stats_for(const struct dest_key *key)
 {

@@ -7,6 +7,7 @@
  * the kernel says it (6.10+), the reason. Both fire in softirq context as
  * often as in the owner's, so only the port filter applies. */
 #include "common/common.bpf.h"
+#include "common/counters.bpf.h"
 #include "common/tcpflow.bpf.h"
 
 #define DIR_SENT 0
@@ -37,22 +38,15 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 slot)
-{
-	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
-	if (n)
-		*n += 1;
-}
-
 static __always_inline int record(struct reset_key *key)
 {
 	if (!tcp_flow_port_matches(&key->flow, targ_port))
 		return 0;
-	count(0);
+	counter_inc(&counters, 0);
 	static const __u64 zero = 0;
 	__u64 *n = lookup_or_init(&resets, key, &zero);
 	if (!n) {
-		count(1);
+		counter_inc(&counters, 1);
 		return 0;
 	}
 	__sync_fetch_and_add(n, 1);

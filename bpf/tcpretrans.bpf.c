@@ -6,6 +6,7 @@
  * nothing about the flow's owner and no task filter applies). Everything is
  * counted here; Go reads the map once, at Stop. */
 #include "common/common.bpf.h"
+#include "common/counters.bpf.h"
 #include "common/tcpflow.bpf.h"
 
 const volatile __u16 targ_port = 0;
@@ -37,13 +38,6 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 slot)
-{
-	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
-	if (n)
-		*n += 1;
-}
-
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tp_retransmit_skb(void *ctx)
 {
@@ -65,11 +59,11 @@ int tp_retransmit_skb(void *ctx)
 	if (!tcp_flow_port_matches(&key.flow, targ_port))
 		return 0;
 
-	count(0);
+	counter_inc(&counters, 0);
 	static const struct retrans_val zero = {};
 	struct retrans_val *v = lookup_or_init(&flows, &key, &zero);
 	if (!v) {
-		count(1);
+		counter_inc(&counters, 1);
 		return 0;
 	}
 	if (err)

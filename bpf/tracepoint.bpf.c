@@ -7,6 +7,7 @@
  * process in the kernel. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
+#include "common/dropped.bpf.h"
 
 #define MAX_PROCS 8192
 
@@ -23,14 +24,6 @@ struct {
 	__type(value, __u64);
 } counts SEC(".maps");
 
-/* Hits not counted because counts was full: reported, never silent. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps");
-
 static const __u64 zero_count = 0;
 
 SEC("tracepoint")
@@ -45,10 +38,7 @@ int tp_count(void *ctx)
 
 	__u64 *n = lookup_or_init(&counts, &key, &zero_count);
 	if (!n) {
-		__u32 zero = 0;
-		__u64 *d = bpf_map_lookup_elem(&dropped, &zero);
-		if (d)
-			*d += 1;
+		count_dropped();
 		return 0;
 	}
 	*n += 1;

@@ -47,4 +47,27 @@ static __always_inline bool filter_current(void)
 	return true;
 }
 
+/* filter_task is filter_current for a task that is not current: the wakee
+ * or the task switched in (scheduler tracepoints), a signal's target, an
+ * OOM victim. It reads through CO-RE, so it works from raw_tp as well as
+ * tp_btf; the reads of a disabled filter are removed by the verifier. */
+static __always_inline bool filter_task(struct task_struct *t)
+{
+	if (targ_tgid && BPF_CORE_READ(t, tgid) != targ_tgid)
+		return false;
+	if (targ_tid && BPF_CORE_READ(t, pid) != targ_tid)
+		return false;
+	if (targ_uid != INVALID_UID && BPF_CORE_READ(t, cred, uid.val) != targ_uid)
+		return false;
+	if (targ_cgroup && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) != targ_cgroup)
+		return false;
+	if (filter_comm) {
+		char comm[TASK_COMM_LEN];
+		BPF_CORE_READ_STR_INTO(&comm, t, comm);
+		if (!comm_matches(comm))
+			return false;
+	}
+	return true;
+}
+
 #endif
