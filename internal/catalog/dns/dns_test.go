@@ -100,21 +100,6 @@ func uniqueGetent(t *testing.T) string {
 
 func getent(bin string, args ...string) { _ = exec.Command(bin, args...).Run() }
 
-func row(t *testing.T, tab catalog.Table, cells ...string) []string {
-	t.Helper()
-next:
-	for _, r := range tab.Rows {
-		for i, c := range cells {
-			if r[i] != c {
-				continue next
-			}
-		}
-		return r
-	}
-	t.Fatalf("%s: no row starting %v in %v", tab.Title, cells, tab.Rows)
-	return nil
-}
-
 // getent ahosts calls getaddrinfo once; getent hosts calls gethostbyname2
 // for AF_INET6 and, when that fails, again for AF_INET (each nesting a
 // gethostbyname2_r call that must not count). localhost comes from
@@ -135,11 +120,11 @@ func TestDNSGetentExact(t *testing.T) {
 	require.Zero(t, res.Lost)
 	assert.Equal(t, uint64(nMissing+nLocal+2*nHosts), res.Events)
 	names := res.Tables[0]
-	assert.Equal(t, catalog.U(nMissing), row(t, names, missing, "getaddrinfo", "EAI_NONAME")[3])
-	local := row(t, names, "localhost", "getaddrinfo", "ok")
+	assert.Equal(t, catalog.U(nMissing), catalogtest.Row(t, names, missing, "getaddrinfo", "EAI_NONAME")[3])
+	local := catalogtest.Row(t, names, "localhost", "getaddrinfo", "ok")
 	assert.Equal(t, catalog.U(nLocal), local[3])
 	assert.Equal(t, "127.0.0.1", local[6])
-	assert.Equal(t, catalog.U(2*nHosts), row(t, names, missing, "gethostbyname2", "not found")[3])
+	assert.Equal(t, catalog.U(2*nHosts), catalogtest.Row(t, names, missing, "gethostbyname2", "not found")[3])
 	assert.Len(t, names.Rows, 3, "%v", names.Rows)
 	// One process per getent run, each named comm.
 	assert.Equal(t, nMissing+nLocal+nHosts, res.Tables[1].TotalRows)
@@ -165,7 +150,7 @@ func TestDNSFailedAndMinLatencyFilters(t *testing.T) {
 	}
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: comm, FailedOnly: true}, work)
 	assert.Equal(t, uint64(3), res.Events)
-	assert.Equal(t, "3", row(t, res.Tables[0], missing, "getaddrinfo", "EAI_NONAME")[3])
+	assert.Equal(t, "3", catalogtest.Row(t, res.Tables[0], missing, "getaddrinfo", "EAI_NONAME")[3])
 	res = catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: comm, MinLatency: time.Hour}, work)
 	assert.Zero(t, res.Events)
 }
@@ -182,5 +167,5 @@ func TestDNSPerfBufferFallback(t *testing.T) {
 	})
 	assert.Contains(t, res.Attach, "perf buffer")
 	assert.Zero(t, res.Lost)
-	assert.Equal(t, "4", row(t, res.Tables[0], "localhost", "getaddrinfo", "ok")[3])
+	assert.Equal(t, "4", catalogtest.Row(t, res.Tables[0], "localhost", "getaddrinfo", "ok")[3])
 }

@@ -55,22 +55,12 @@ func TestUDPNoSocketDropsCountedExactly(t *testing.T) {
 	for _, r := range res.Tables[0].Rows {
 		if r[0] == "NO_SOCKET" {
 			assert.True(t, strings.HasPrefix(r[1], "__udp4_lib_rcv+0x"), "location %q", r[1])
-			sites += cell(t, r[2])
+			sites += catalogtest.Num(t, r[2])
 		}
 	}
 	assert.Equal(t, uint64(n), sites)
 	assert.Contains(t, res.Tables[1].Rows, []string{"NO_SOCKET", catalog.U(n)})
 	assert.Equal(t, uint64(n), res.Events, "only the test's drops: %v", res.Tables[0].Rows)
-}
-
-func cell(t *testing.T, s string) uint64 {
-	t.Helper()
-	var n uint64
-	for _, c := range s {
-		require.True(t, c >= '0' && c <= '9', "not a count: %q", s)
-		n = n*10 + uint64(c-'0')
-	}
-	return n
 }
 
 func TestValidateFilters(t *testing.T) {

@@ -3,7 +3,6 @@ package exit
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -77,20 +76,9 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// shell copies dash under a unique name, so no other process on the
-// machine shares the counted comm.
-func shell(t *testing.T, name string) string {
-	t.Helper()
-	data, err := os.ReadFile("/bin/sh")
-	require.NoError(t, err)
-	bin := filepath.Join(t.TempDir(), name)
-	require.NoError(t, os.WriteFile(bin, data, 0o755))
-	return bin
-}
-
 func TestExitCountsExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := shell(t, "nanny-exit-sh")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-sh")
 	const ok, code3, killed = 20, 10, 5
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
@@ -107,8 +95,7 @@ func TestExitCountsExactly(t *testing.T) {
 			require.Equal(t, syscall.SIGKILL, ee.Sys().(syscall.WaitStatus).Signal())
 		})
 		// Five threads, one process: counted once.
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), helperEnv+"=7")
+		cmd := catalogtest.SelfCommand(t, helperEnv, "7")
 		err := cmd.Run()
 		var ee *exec.ExitError
 		require.ErrorAs(t, err, &ee)
@@ -141,7 +128,7 @@ func TestExitCountsExactly(t *testing.T) {
 
 func TestExitFilterFailedAndComm(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := shell(t, "nanny-exit-f")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-f")
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{FailedOnly: true, Comm: "nanny-exit-f"}, func() {
 		catalogtest.Repeat(6, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
 		catalogtest.Repeat(4, func() { require.Error(t, exec.Command(sh, "-c", "exit 2").Run()) })
@@ -170,7 +157,7 @@ func TestExitAttachFallbacks(t *testing.T) {
 			for _, f := range c.disable {
 				k.Disable[f] = true
 			}
-			sh := shell(t, "nanny-exit-fb")
+			sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-fb")
 			res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: "nanny-exit-fb"}, func() {
 				catalogtest.Repeat(5, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
 				catalogtest.Repeat(3, func() { require.Error(t, exec.Command(sh, "-c", "kill -9 $$").Run()) })

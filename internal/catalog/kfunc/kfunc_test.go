@@ -228,7 +228,7 @@ func TestKprobeCountsExactly(t *testing.T) {
 	assert.Zero(t, res.Lost)
 	assert.Equal(t, "kprobe", res.Attach)
 	require.Len(t, res.Tables[0].Rows, 1, "only the test process passes the pid filter")
-	assert.Equal(t, []string{catalog.U(pid), selfComm(t), catalog.U(n)}, res.Tables[0].Rows[0][:3])
+	assert.Equal(t, []string{catalog.U(pid), catalogtest.SelfComm(t), catalog.U(n)}, res.Tables[0].Rows[0][:3])
 	require.Len(t, res.Histograms, 1)
 	assert.Equal(t, uint64(n), res.Histograms[0].Count)
 	assert.Empty(t, res.Notes, "no call left running, none dropped")
@@ -239,36 +239,16 @@ func TestKprobeCountsExactly(t *testing.T) {
 func TestKprobeFilters(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	fn := getppidFunc(t)
-	tid, run, done := lockedThread()
-	defer close(run)
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: fn, TID: tid}, func() {
+	th := catalogtest.LockedThread(t)
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: fn, TID: th.TID}, func() {
 		getppid(40) // the test goroutine's thread: not counted
-		run <- 60
-		<-done
+		th.Do(func() { getppid(60) })
 	})
 	assert.Equal(t, uint64(60), res.Events)
 
 	res = catalogtest.Run(t, k, Entry{}, catalog.Params{Target: fn, PID: uint32(os.Getpid()), MinLatency: time.Hour}, func() { getppid(100) })
 	assert.Zero(t, res.Events)
 	assert.Empty(t, res.Tables[0].Rows)
-}
-
-// lockedThread starts a goroutine locked to its own thread that calls
-// getppid as many times as it is told on run, answering on done.
-func lockedThread() (tid uint32, run chan int, done chan struct{}) {
-	run, done = make(chan int), make(chan struct{})
-	tids := make(chan uint32)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine, so no
-		// other goroutine ever runs on it.
-		runtime.LockOSThread()
-		tids <- uint32(unix.Gettid())
-		for n := range run {
-			getppid(n)
-			done <- struct{}{}
-		}
-	}()
-	return <-tids, run, done
 }
 
 // helperSource is a workload with a function of known call count and
@@ -380,11 +360,4 @@ func TestProgramsThroughUprobes(t *testing.T) {
 	// A pid filter on another process sees nothing of the helper.
 	res, _ = runHelper(catalog.Params{PID: uint32(os.Getpid())}, fast, slow)
 	assert.Zero(t, res.Events)
-}
-
-func selfComm(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/comm")
-	require.NoError(t, err)
-	return strings.TrimSpace(string(b))
 }

@@ -127,8 +127,7 @@ func makeMemcg(t *testing.T, dir string, settings [][2]string) *memcg {
 // runHog starts the hog inside cg and waits for the OOM killer to end it.
 func runHog(t *testing.T, cg *memcg) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), hogEnv+"=1")
+	cmd := catalogtest.SelfCommand(t, hogEnv, "1")
 	in, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -182,14 +181,14 @@ func oomKillExactly(t *testing.T, k *catalog.Kernel, attach string) {
 	// The hog's own page fault ran out of memory: it is also the trigger.
 	assert.Equal(t, catalog.U(pid), row["trigger_pid"])
 	assert.Equal(t, hogComm, row["trigger_comm"])
-	anon := num(t, row["anon_rss_kb"])
+	anon := catalogtest.Num(t, row["anon_rss_kb"])
 	assert.Greater(t, anon, uint64(limit/1024/2), "most of the limit is the hog's anonymous memory")
 	// rss is the whole process: what it touched before joining the cgroup
 	// (the Go runtime's first pages) is charged elsewhere.
 	assert.LessOrEqual(t, anon, uint64(limit/1024+16<<10))
-	assert.Greater(t, num(t, row["total_vm_kb"]), anon)
+	assert.Greater(t, catalogtest.Num(t, row["total_vm_kb"]), anon)
 	assert.Equal(t, [][]string{{cg.dir, "1"}}, res.Tables[1].Rows)
-	assert.Equal(t, [][]string{{hogComm, "1", catalog.U(num(t, row["anon_rss_kb"]) + num(t, row["file_rss_kb"]) + num(t, row["shmem_rss_kb"]))}}, res.Tables[0].Rows)
+	assert.Equal(t, [][]string{{hogComm, "1", catalog.U(catalogtest.Num(t, row["anon_rss_kb"]) + catalogtest.Num(t, row["file_rss_kb"]) + catalogtest.Num(t, row["shmem_rss_kb"]))}}, res.Tables[0].Rows)
 }
 
 // Without the victim task (classic tracepoint) the kill is still reported,
@@ -214,7 +213,7 @@ func TestOOMKillClassicTracepoint(t *testing.T) {
 	assert.Equal(t, hogComm, row["victim_comm"])
 	assert.Equal(t, "?", row["memory_cgroup"])
 	assert.Equal(t, catalog.U(pid), row["trigger_pid"])
-	assert.Greater(t, num(t, row["anon_rss_kb"]), uint64(limit/1024/2))
+	assert.Greater(t, catalogtest.Num(t, row["anon_rss_kb"]), uint64(limit/1024/2))
 }
 
 func TestAggregateResult(t *testing.T) {
@@ -277,11 +276,4 @@ func sample(tab *catalog.Table, r []string) map[string]string {
 		m[c] = r[i]
 	}
 	return m
-}
-
-func num(t *testing.T, s string) uint64 {
-	t.Helper()
-	n, err := strconv.ParseUint(s, 10, 64)
-	require.NoError(t, err, "not a number: %q", s)
-	return n
 }

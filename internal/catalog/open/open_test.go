@@ -3,7 +3,6 @@ package open
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -67,8 +66,8 @@ func helper() int {
 
 func runHelper(t *testing.T, path string, n int, errno syscall.Errno, nofile, uid string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "NANNY_OPEN_PATH="+path,
+	cmd := catalogtest.SelfCommand(t, helperEnv, "1")
+	cmd.Env = append(cmd.Env, "NANNY_OPEN_PATH="+path,
 		"NANNY_OPEN_COUNT="+strconv.Itoa(n), "NANNY_OPEN_ERRNO="+strconv.Itoa(int(errno)))
 	if nofile != "" {
 		cmd.Env = append(cmd.Env, "NANNY_OPEN_NOFILE="+nofile)
@@ -117,18 +116,18 @@ func TestOpenCountsExactly(t *testing.T) {
 	require.Zero(t, res.Lost)
 	paths, fails, errnos, procs := res.Tables[0], res.Tables[1], res.Tables[2], res.Tables[3]
 
-	assert.Equal(t, []string{missing, "50", "50"}, row(t, paths, missing))
-	assert.Equal(t, []string{existing, "20", "0"}, row(t, paths, existing))
-	assert.Equal(t, []string{locked, "7", "7"}, row(t, paths, locked))
-	assert.Equal(t, []string{emfile, "9", "9"}, row(t, paths, emfile))
-	assert.Equal(t, []string{missing, "ENOENT", "50"}, row(t, fails, missing))
-	assert.Equal(t, []string{locked, "EACCES", "7"}, row(t, fails, locked))
-	assert.Equal(t, []string{emfile, "EMFILE", "9"}, row(t, fails, emfile))
+	assert.Equal(t, []string{missing, "50", "50"}, catalogtest.Row(t, paths, missing))
+	assert.Equal(t, []string{existing, "20", "0"}, catalogtest.Row(t, paths, existing))
+	assert.Equal(t, []string{locked, "7", "7"}, catalogtest.Row(t, paths, locked))
+	assert.Equal(t, []string{emfile, "9", "9"}, catalogtest.Row(t, paths, emfile))
+	assert.Equal(t, []string{missing, "ENOENT", "50"}, catalogtest.Row(t, fails, missing))
+	assert.Equal(t, []string{locked, "EACCES", "7"}, catalogtest.Row(t, fails, locked))
+	assert.Equal(t, []string{emfile, "EMFILE", "9"}, catalogtest.Row(t, fails, emfile))
 	// Other processes may fail opens too: at least ours.
-	assert.GreaterOrEqual(t, cell(t, errnos, "ENOENT", 1), uint64(nMissing))
-	assert.GreaterOrEqual(t, cell(t, errnos, "EACCES", 1), uint64(nDenied))
-	assert.GreaterOrEqual(t, cell(t, errnos, "EMFILE", 1), uint64(nEmfile))
-	assert.GreaterOrEqual(t, cell(t, procs, strconv.Itoa(os.Getpid()), 2), uint64(nMissing+nExisting))
+	assert.GreaterOrEqual(t, catalogtest.Num(t, catalogtest.Row(t, errnos, "ENOENT")[1]), uint64(nMissing))
+	assert.GreaterOrEqual(t, catalogtest.Num(t, catalogtest.Row(t, errnos, "EACCES")[1]), uint64(nDenied))
+	assert.GreaterOrEqual(t, catalogtest.Num(t, catalogtest.Row(t, errnos, "EMFILE")[1]), uint64(nEmfile))
+	assert.GreaterOrEqual(t, catalogtest.Num(t, catalogtest.Row(t, procs, strconv.Itoa(os.Getpid()))[2]), uint64(nMissing+nExisting))
 	assert.GreaterOrEqual(t, res.Events, uint64(nMissing+nExisting+nDenied+nEmfile))
 	assert.Contains(t, res.Attach, "tracepoint")
 }
@@ -156,7 +155,7 @@ func TestOpenFilters(t *testing.T) {
 	// catalogtest.Run itself reads /proc/self/fdinfo inside the trace
 	// window (and an fd may close under it): those are the only other
 	// opens this process makes, so every row must be a failure.
-	assert.Equal(t, []string{missing, "3", "3"}, row(t, res.Tables[0], missing))
+	assert.Equal(t, []string{missing, "3", "3"}, catalogtest.Row(t, res.Tables[0], missing))
 	for _, r := range res.Tables[0].Rows {
 		assert.Equal(t, r[1], r[2], "failed-only kept a success: %v", r)
 		assert.NotEqual(t, existing, r[0])
@@ -182,7 +181,7 @@ func TestOpenFilters(t *testing.T) {
 		require.Error(t, err)
 		runHelper(t, locked, 4, unix.EACCES, "", "65534")
 	})
-	assert.Equal(t, []string{locked, "EACCES", "4"}, row(t, res.Tables[1], locked))
+	assert.Equal(t, []string{locked, "EACCES", "4"}, catalogtest.Row(t, res.Tables[1], locked))
 	for _, r := range res.Tables[0].Rows {
 		assert.NotEqual(t, missing, r[0])
 	}
@@ -206,7 +205,7 @@ func TestOpenat2(t *testing.T) {
 			require.ErrorIs(t, err, unix.EEXIST)
 		})
 	})
-	require.Equal(t, []string{path, "3", "3"}, row(t, res.Tables[0], path))
+	require.Equal(t, []string{path, "3", "3"}, catalogtest.Row(t, res.Tables[0], path))
 	var found int
 	for _, r := range res.Samples.Rows {
 		if r[7] == path {
@@ -283,24 +282,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-func cell(t *testing.T, tab catalog.Table, key string, col int) uint64 {
-	t.Helper()
-	n, err := strconv.ParseUint(row(t, tab, key)[col], 10, 64)
-	require.NoError(t, err)
-	return n
-}
-
-func row(t *testing.T, tab catalog.Table, key string) []string {
-	t.Helper()
-	for _, r := range tab.Rows {
-		if r[0] == key {
-			return r
-		}
-	}
-	t.Fatalf("%s: no row %q in %v", tab.Title, key, tab.Rows)
-	return nil
-}
-
 // With the ring buffer pretended missing, events come through the perf
 // buffer with the same exact counts.
 func TestOpenPerfBufferFallback(t *testing.T) {
@@ -316,5 +297,5 @@ func TestOpenPerfBufferFallback(t *testing.T) {
 	})
 	assert.Contains(t, res.Attach, "perf buffer")
 	assert.Zero(t, res.Lost)
-	assert.Equal(t, []string{missing, "ENOENT", "30"}, row(t, res.Tables[1], missing))
+	assert.Equal(t, []string{missing, "ENOENT", "30"}, catalogtest.Row(t, res.Tables[1], missing))
 }

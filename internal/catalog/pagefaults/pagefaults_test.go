@@ -3,7 +3,6 @@ package pagefaults
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 	"unsafe"
@@ -25,42 +24,27 @@ func TestLayout(t *testing.T) {
 // for go before and stays parked until release after, so with a tid
 // filter the trace sees exactly what the thread did between the two
 // readings.
+// faultThread runs work on a locked thread, so that a tid filter sees
+// exactly its faults, which run also measures with the thread's rusage.
 type faultThread struct {
-	tid            int
-	start, release chan struct{}
-	done           chan [2]int64 // minor, major during work
+	*catalogtest.Thread
+	work func()
 }
 
 func newFaultThread(t *testing.T, work func()) *faultThread {
-	ft := &faultThread{start: make(chan struct{}), release: make(chan struct{}), done: make(chan [2]int64, 1)}
-	ready := make(chan int)
-	go func() {
-		runtime.LockOSThread()
-		// Never unlocked: the thread exits with the goroutine, after the
-		// trace stopped.
-		ready <- unix.Gettid()
-		<-ft.start
-		var before, after unix.Rusage
-		_ = unix.Getrusage(unix.RUSAGE_THREAD, &before)
-		work()
-		_ = unix.Getrusage(unix.RUSAGE_THREAD, &after)
-		ft.done <- [2]int64{after.Minflt - before.Minflt, after.Majflt - before.Majflt}
-		<-ft.release
-	}()
-	ft.tid = <-ready
-	t.Cleanup(func() {
-		select {
-		case <-ft.release:
-		default:
-			close(ft.release)
-		}
-	})
-	return ft
+	return &faultThread{catalogtest.LockedThread(t), work}
 }
 
-func (ft *faultThread) run() [2]int64 {
-	close(ft.start)
-	return <-ft.done
+// run returns the minor and major faults of work.
+func (ft *faultThread) run() (d [2]int64) {
+	ft.Do(func() {
+		var before, after unix.Rusage
+		_ = unix.Getrusage(unix.RUSAGE_THREAD, &before)
+		ft.work()
+		_ = unix.Getrusage(unix.RUSAGE_THREAD, &after)
+		d = [2]int64{after.Minflt - before.Minflt, after.Majflt - before.Majflt}
+	})
+	return d
 }
 
 func stats(t *testing.T, res *catalog.Result) (major, minor uint64) {
@@ -104,7 +88,7 @@ func testMinorFaults(t *testing.T, mode string) {
 		}
 	})
 	var got [2]int64
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{TID: uint32(ft.tid)}, func() { got = ft.run() })
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{TID: ft.TID}, func() { got = ft.run() })
 	major, minor := stats(t, res)
 	t.Logf("rusage: minor %d major %d; trace: minor %d major %d", got[0], got[1], minor, major)
 	assert.Equal(t, uint64(got[0]), minor, "trace and the kernel's per-thread counter")
@@ -160,7 +144,7 @@ func TestMajorFaultsExactly(t *testing.T) {
 		}
 	})
 	var got [2]int64
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{TID: uint32(ft.tid)}, func() { got = ft.run() })
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{TID: ft.TID}, func() { got = ft.run() })
 	_ = sink
 	major, minor := stats(t, res)
 	t.Logf("rusage: minor %d major %d; trace: minor %d major %d", got[0], got[1], minor, major)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -113,8 +112,7 @@ func FuzzParseMaps(f *testing.F) {
 // spinChild starts the test binary burning budget of CPU time; it returns
 // once the child reports done (still alive) and a func that ends it.
 func spinChild(t *testing.T, budget time.Duration) (pid int, started func(), wait func()) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), spinEnv+"="+budget.String())
+	cmd := catalogtest.SelfCommand(t, spinEnv, budget.String())
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()

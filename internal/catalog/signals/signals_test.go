@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -50,8 +49,7 @@ type target struct {
 
 func startTarget(t *testing.T) *target {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd := catalogtest.SelfCommand(t, helperEnv, "1")
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -124,7 +122,7 @@ func TestSignalsCountsExactly(t *testing.T) {
 // child, the target the test process.
 func TestSignalsChildExit(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := copyShell(t, "nanny-sig-sh")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-sig-sh")
 	var pids []int
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: "nanny-sig-sh"}, func() {
 		for i := 0; i < 3; i++ {
@@ -142,7 +140,7 @@ func TestSignalsChildExit(t *testing.T) {
 
 func TestSignalsFailedOnlyFromOnePID(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := copyShell(t, "nanny-sig-ign")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-sig-ign")
 	var child, ignorer int
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: uint32(os.Getpid()), FailedOnly: true}, func() {
 		tg := startTarget(t)
@@ -245,17 +243,6 @@ func FuzzDecodeKey(f *testing.F) {
 		a.add(decodeKey(&rec), 1)
 		a.result(catalog.Params{}).Compact()
 	})
-}
-
-// copyShell copies dash under a unique name, so no other process on the
-// machine shares its comm.
-func copyShell(t *testing.T, name string) string {
-	t.Helper()
-	data, err := os.ReadFile("/bin/sh")
-	require.NoError(t, err)
-	sh := filepath.Join(t.TempDir(), name)
-	require.NoError(t, os.WriteFile(sh, data, 0o755))
-	return sh
 }
 
 // count sums the rows of tab matching sender, target, signal, code and

@@ -150,23 +150,23 @@ func TestConnectOutcomesExactly(t *testing.T) {
 		{v6.closed, refused6, 0, refused6, 0, 0},
 		{full, 3, 1, 0, 1, 1},
 	} {
-		r := row(t, dests, c.dest.String())
-		assert.Equal(t, c.attempts, num(t, r[1]), "%s attempts", c.dest)
-		assert.Equal(t, c.ok, num(t, r[2]), "%s established", c.dest)
-		assert.Equal(t, c.attempts-c.ok, num(t, r[3]), "%s failed", c.dest)
-		assert.Equal(t, c.refused, num(t, r[4]), "%s refused", c.dest)
-		assert.Equal(t, c.timedOut, num(t, r[5]), "%s timed out", c.dest)
+		r := catalogtest.Row(t, dests, c.dest.String())
+		assert.Equal(t, c.attempts, catalogtest.Num(t, r[1]), "%s attempts", c.dest)
+		assert.Equal(t, c.ok, catalogtest.Num(t, r[2]), "%s established", c.dest)
+		assert.Equal(t, c.attempts-c.ok, catalogtest.Num(t, r[3]), "%s failed", c.dest)
+		assert.Equal(t, c.refused, catalogtest.Num(t, r[4]), "%s refused", c.dest)
+		assert.Equal(t, c.timedOut, catalogtest.Num(t, r[5]), "%s timed out", c.dest)
 		assert.Equal(t, "0", r[6], "%s reset", c.dest)
-		assert.Equal(t, c.aborted, num(t, r[7]), "%s aborted", c.dest)
+		assert.Equal(t, c.aborted, catalogtest.Num(t, r[7]), "%s aborted", c.dest)
 		assert.Equal(t, "0", r[8], "%s other", c.dest)
 		assert.Equal(t, "0", r[9], "%s pending", c.dest)
 		assert.True(t, strings.HasSuffix(r[12], me), "%s processes %q", c.dest, r[12])
 	}
 	assert.Len(t, dests.Rows, 5, "only this test's destinations pass the pid filter: %v", dests.Rows)
 
-	procs := row(t, res.Tables[1], strconv.Itoa(pid))
-	assert.Equal(t, uint64(ok4+refused4+ok6+refused6+3), num(t, procs[2]))
-	assert.Equal(t, uint64(ok4+ok6+1), num(t, procs[3]))
+	procs := catalogtest.Row(t, res.Tables[1], strconv.Itoa(pid))
+	assert.Equal(t, uint64(ok4+refused4+ok6+refused6+3), catalogtest.Num(t, procs[2]))
+	assert.Equal(t, uint64(ok4+ok6+1), catalogtest.Num(t, procs[3]))
 
 	hists := map[string]uint64{}
 	for _, h := range res.Histograms {
@@ -191,13 +191,13 @@ func TestFailedAndPortFilters(t *testing.T) {
 
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: pid, FailedOnly: true}, work)
 	require.Len(t, res.Tables[0].Rows, 2, "failed-only keeps the refused destinations: %v", res.Tables[0].Rows)
-	assert.Equal(t, uint64(7), num(t, row(t, res.Tables[0], v4.closed.String())[4]))
-	assert.Equal(t, uint64(4), num(t, row(t, res.Tables[0], other.closed.String())[1]))
+	assert.Equal(t, uint64(7), catalogtest.Num(t, catalogtest.Row(t, res.Tables[0], v4.closed.String())[4]))
+	assert.Equal(t, uint64(4), catalogtest.Num(t, catalogtest.Row(t, res.Tables[0], other.closed.String())[1]))
 	assert.Empty(t, res.Histograms)
 
 	res = catalogtest.Run(t, k, Entry{}, catalog.Params{Port: v4.closed.Port()}, work)
 	require.Len(t, res.Tables[0].Rows, 1, "the port filter keeps one destination: %v", res.Tables[0].Rows)
-	assert.Equal(t, uint64(7), num(t, row(t, res.Tables[0], v4.closed.String())[4]))
+	assert.Equal(t, uint64(7), catalogtest.Num(t, catalogtest.Row(t, res.Tables[0], v4.closed.String())[4]))
 }
 
 func TestAggregateMergesProcessesAndPending(t *testing.T) {
@@ -219,9 +219,9 @@ func TestAggregateMergesProcessesAndPending(t *testing.T) {
 	res := a.result(catalog.Params{})
 	res.Compact()
 
-	r := row(t, res.Tables[0], "10.0.0.1:443")
+	r := catalogtest.Row(t, res.Tables[0], "10.0.0.1:443")
 	assert.Equal(t, []string{"10.0.0.1:443", "7", "3", "4", "1", "2", "0", "0", "1 (EHOSTUNREACH)", "1", "23", "30", "curl/1 wget/2"}, r)
-	assert.Equal(t, []string{"1", "curl", "6", "3", "3", "0", "2"}, row(t, res.Tables[1], "1"))
+	assert.Equal(t, []string{"1", "curl", "6", "3", "3", "0", "2"}, catalogtest.Row(t, res.Tables[1], "1"))
 	assert.Equal(t, uint64(8), res.Events)
 	require.Len(t, res.Histograms, 2)
 	assert.Equal(t, uint64(3), res.Histograms[1].Count)
@@ -240,24 +240,6 @@ func TestDecodeKeyIPv6(t *testing.T) {
 func TestValidate(t *testing.T) {
 	require.NoError(t, catalog.Params{Port: 443, FailedOnly: true, Comm: "curl"}.Validate(Info))
 	require.ErrorContains(t, catalog.Params{MinLatency: 1}.Validate(Info), "tcpconnect does not support the min_latency filter")
-}
-
-func num(t *testing.T, s string) uint64 {
-	t.Helper()
-	n, err := strconv.ParseUint(s, 10, 64)
-	require.NoError(t, err, "cell %q", s)
-	return n
-}
-
-func row(t *testing.T, tab catalog.Table, key string) []string {
-	t.Helper()
-	for _, r := range tab.Rows {
-		if r[0] == key {
-			return r
-		}
-	}
-	t.Fatalf("%s: no row %q in %v", tab.Title, key, tab.Rows)
-	return nil
 }
 
 // The map keys and values come from the kernel; whatever their bytes, the

@@ -114,13 +114,13 @@ func TestLifetimesBytesExactly(t *testing.T) {
 			cl := connRowFor(t, res, client.String(), server.String())
 			assert.Equal(t, []string{pid, "client", strconv.Itoa(c.tx), strconv.Itoa(c.rx), "closed first"},
 				[]string{cl[0], cl[2], cl[5], cl[6], cl[8]})
-			assert.Greater(t, num(t, cl[7]), uint64(0), "duration")
+			assert.Greater(t, catalogtest.Num(t, cl[7]), uint64(0), "duration")
 			sv := connRowFor(t, res, server.String(), client.String())
 			assert.Equal(t, []string{pid, "server", strconv.Itoa(c.rx), strconv.Itoa(c.tx), "peer closed first"},
 				[]string{sv[0], sv[2], sv[5], sv[6], sv[8]})
-			assert.Greater(t, num(t, sv[7]), uint64(0), "duration")
+			assert.Greater(t, catalogtest.Num(t, sv[7]), uint64(0), "duration")
 			// Both show up in the groups and the largest table too.
-			g := findRow(t, res.Tables[0], func(r []string) bool { return r[3] == server.String() })
+			g := catalogtest.FindRow(t, res.Tables[0], func(r []string) bool { return r[3] == server.String() })
 			assert.Equal(t, []string{pid, "client", "1", strconv.Itoa(c.tx), strconv.Itoa(c.rx)}, []string{g[0], g[2], g[4], g[5], g[6]})
 			require.Len(t, res.Histograms, 1)
 			assert.GreaterOrEqual(t, res.Histograms[0].Count, uint64(2))
@@ -167,9 +167,9 @@ func TestPortAndProcessFilters(t *testing.T) {
 	for _, r := range res.Samples.Rows {
 		switch r[2] {
 		case "client":
-			clientTx += num(t, r[5])
+			clientTx += catalogtest.Num(t, r[5])
 		case "server":
-			serverRx += num(t, r[6])
+			serverRx += catalogtest.Num(t, r[6])
 		}
 	}
 	assert.Equal(t, uint64(15), clientTx)
@@ -233,11 +233,11 @@ func TestAggregate(t *testing.T) {
 	assert.Equal(t, "29", res.Tables[1].Rows[1][5])
 	assert.Equal(t, "11", res.Tables[1].Rows[catalog.MaxRows-1][5])
 	assert.Equal(t, 32, res.Tables[1].TotalRows)
-	assert.Equal(t, []string{"?", "?", "server", "10.0.0.1:5432", "10.0.0.9:1234", "0", "5000", "0", "ECONNRESET"}, findRow(t, res.Tables[1], func(r []string) bool { return r[4] == "10.0.0.9:1234" }))
+	assert.Equal(t, []string{"?", "?", "server", "10.0.0.1:5432", "10.0.0.9:1234", "0", "5000", "0", "ECONNRESET"}, catalogtest.FindRow(t, res.Tables[1], func(r []string) bool { return r[4] == "10.0.0.9:1234" }))
 	assert.Equal(t, uint64(31), res.Histograms[0].Count, "the connection opened before the trace has no duration")
 	assert.Contains(t, res.Summary, "32 connections closed, 435 bytes sent, 35000 received")
 	assert.Contains(t, res.Summary, "ended: closed first 30, ECONNRESET 1, peer closed first 1")
-	g := findRow(t, res.Tables[0], func(r []string) bool { return r[2] == "server" })
+	g := catalogtest.FindRow(t, res.Tables[0], func(r []string) bool { return r[2] == "server" })
 	assert.Equal(t, ":5432 <- 10.0.0.9", g[3])
 }
 
@@ -279,23 +279,5 @@ func FuzzDecode(f *testing.F) {
 
 func connRowFor(t *testing.T, res *catalog.Result, local, remote string) []string {
 	t.Helper()
-	return findRow(t, *res.Samples, func(r []string) bool { return r[3] == local && r[4] == remote })
-}
-
-func findRow(t *testing.T, tab catalog.Table, match func([]string) bool) []string {
-	t.Helper()
-	for _, r := range tab.Rows {
-		if match(r) {
-			return r
-		}
-	}
-	t.Fatalf("%s: no matching row in %v", tab.Title, tab.Rows)
-	return nil
-}
-
-func num(t *testing.T, s string) uint64 {
-	t.Helper()
-	n, err := strconv.ParseUint(s, 10, 64)
-	require.NoError(t, err, "cell %q", s)
-	return n
+	return catalogtest.FindRow(t, *res.Samples, func(r []string) bool { return r[3] == local && r[4] == remote })
 }

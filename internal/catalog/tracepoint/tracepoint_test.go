@@ -3,8 +3,6 @@ package tracepoint
 import (
 	"context"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,8 +173,8 @@ func TestCountsExactlyByPID(t *testing.T) {
 	assert.Zero(t, res.Lost)
 	assert.Equal(t, "tracepoint syscalls:sys_enter_getppid", res.Attach)
 	require.Len(t, res.Tables[0].Rows, 1, "only the test process passes the pid filter")
-	assert.Equal(t, []string{catalog.U(pid), selfComm(t), catalog.U(n)}, res.Tables[0].Rows[0][:3])
-	assert.Equal(t, []string{selfComm(t), catalog.U(n), "1"}, res.Tables[1].Rows[0])
+	assert.Equal(t, []string{catalog.U(pid), catalogtest.SelfComm(t), catalog.U(n)}, res.Tables[0].Rows[0][:3])
+	assert.Equal(t, []string{catalogtest.SelfComm(t), catalog.U(n), "1"}, res.Tables[1].Rows[0])
 	assert.Equal(t, getppidTP, res.Params["target"])
 }
 
@@ -195,53 +193,30 @@ func TestTargetSpellings(t *testing.T) {
 func TestCountsPerProcessWithCommFilter(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	const parentN, childN = 300, 700
-	self, err := os.Executable()
-	require.NoError(t, err)
 	var childPID int
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, Comm: selfComm(t)}, func() {
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, Comm: catalogtest.SelfComm(t)}, func() {
 		getppid(parentN)
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), helperEnv+"="+strconv.Itoa(childN))
+		cmd := catalogtest.SelfCommand(t, helperEnv, strconv.Itoa(childN))
 		require.NoError(t, cmd.Run())
 		childPID = cmd.Process.Pid
 	})
 	assert.Equal(t, uint64(parentN+childN), res.Events)
 	assert.Equal(t, [][]string{
-		{catalog.U(childPID), selfComm(t), catalog.U(childN)},
-		{catalog.U(os.Getpid()), selfComm(t), catalog.U(parentN)},
+		{catalog.U(childPID), catalogtest.SelfComm(t), catalog.U(childN)},
+		{catalog.U(os.Getpid()), catalogtest.SelfComm(t), catalog.U(parentN)},
 	}, firstCols(res.Tables[0], 3))
-	assert.Equal(t, []string{selfComm(t), catalog.U(parentN + childN), "2"}, res.Tables[1].Rows[0])
+	assert.Equal(t, []string{catalogtest.SelfComm(t), catalog.U(parentN + childN), "2"}, res.Tables[1].Rows[0])
 }
 
 // A tid filter counts only the calls of one thread.
 func TestCountsExactlyByTID(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	tid, run, done := lockedThread()
-	defer close(run)
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, TID: tid}, func() {
+	th := catalogtest.LockedThread(t)
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, TID: th.TID}, func() {
 		getppid(50) // on the test goroutine's thread: not counted
-		run <- 77
-		<-done
+		th.Do(func() { getppid(77) })
 	})
 	assert.Equal(t, uint64(77), res.Events)
-}
-
-// lockedThread starts a goroutine locked to its own thread that calls
-// getppid as many times as it is told on run, answering on done.
-func lockedThread() (tid uint32, run chan int, done chan struct{}) {
-	run, done = make(chan int), make(chan struct{})
-	tids := make(chan uint32)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine, so no
-		// other goroutine ever runs on it.
-		runtime.LockOSThread()
-		tids <- uint32(unix.Gettid())
-		for n := range run {
-			getppid(n)
-			done <- struct{}{}
-		}
-	}()
-	return <-tids, run, done
 }
 
 func TestMissingTracepoint(t *testing.T) {
@@ -273,13 +248,6 @@ func TestNotATracepoint(t *testing.T) {
 	assert.Contains(t, err.Error(), "ftrace:function is a trace event BPF tracepoint programs cannot attach to")
 	// Nothing stays loaded after a failed start.
 	catalogtest.RequireReleased(t, before, catalogtest.OwnedBPF(t))
-}
-
-func selfComm(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/comm")
-	require.NoError(t, err)
-	return strings.TrimSpace(string(b))
 }
 
 func firstCols(tab catalog.Table, n int) [][]string {
