@@ -11,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
-	"github.com/nannyagent/nannyagent/internal/inet"
 )
 
 // Info describes the entry.
@@ -89,10 +88,8 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	// Before 5.17 there is no enum skb_drop_reason and the record has no
 	// reason: every free is counted, as reason "unknown".
-	if kspec, err := k.BTF(); err == nil {
-		if enum, err := inet.KernelEnum(kspec, "skb_drop_reason", "SKB_DROP_REASON_"); err == nil {
-			t.reasons, t.hasReasons = Reasons{enum}, true
-		}
+	if enum, err := k.Enum("skb_drop_reason", "SKB_DROP_REASON_"); err == nil {
+		t.reasons, t.hasReasons = Reasons{enum}, true
 	}
 	if t.hasReasons {
 		for name, global := range map[string]string{"NOT_SPECIFIED": "reason_not_specified", "SKB_CONSUMED": "reason_consumed"} {
@@ -159,7 +156,7 @@ func readDrops(m *ebpf.Map) (map[Key]uint64, error) {
 }
 
 // Reasons names drop reasons from the running kernel's enum skb_drop_reason.
-type Reasons struct{ inet.Enum }
+type Reasons struct{ catalog.Enum }
 
 // subsysShift splits a reason into a subsystem (high bits) and its code:
 // subsystems such as mac80211 or openvswitch number their own reasons in

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
-	"github.com/nannyagent/nannyagent/internal/inet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -106,7 +105,7 @@ func FuzzParseKallsyms(f *testing.F) {
 }
 
 func testReasons() Reasons {
-	return Reasons{inet.NewEnum(map[uint64]string{2: "NOT_SPECIFIED", 3: "NO_SOCKET", 6: "SOCKET_RCVBUFF"})}
+	return Reasons{catalog.NewEnum(map[uint64]string{2: "NOT_SPECIFIED", 3: "NO_SOCKET", 6: "SOCKET_RCVBUFF"})}
 }
 
 func TestReasonNames(t *testing.T) {

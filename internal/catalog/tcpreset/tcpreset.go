@@ -86,7 +86,7 @@ func (o *objects) Close() error {
 
 type trace struct {
 	catalog.Session
-	reasons inet.Enum
+	reasons catalog.Enum
 	objs    objects
 }
 
@@ -103,9 +103,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
 	// Kernels before 6.10 have no enum sk_rst_reason and report no reason:
 	// numbers then never need a name.
-	if kspec, err := k.BTF(); err == nil {
-		t.reasons, _ = inet.KernelEnum(kspec, "sk_rst_reason", "SK_RST_REASON_")
-	}
+	t.reasons, _ = k.Enum("sk_rst_reason", "SK_RST_REASON_")
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("tcpreset: %w", err)
 	}
@@ -166,7 +164,7 @@ func (k Key) less(o Key) bool {
 	return k.Reason < o.Reason
 }
 
-func reasonName(reasons inet.Enum, r uint32) string {
+func reasonName(reasons catalog.Enum, r uint32) string {
 	if r == NoReason {
 		return "-"
 	}
@@ -180,7 +178,7 @@ type dirReason struct {
 
 // buildResult turns the in-kernel counts into tables: total is every reset
 // counted, missed those whose flow did not fit in the map.
-func buildResult(p catalog.Params, resets map[Key]uint64, total, missed uint64, reasons inet.Enum) *catalog.Result {
+func buildResult(p catalog.Params, resets map[Key]uint64, total, missed uint64, reasons catalog.Enum) *catalog.Result {
 	res := &catalog.Result{Entry: Info.Name, Params: p.Describe(), Events: total, Lost: missed}
 	var byDir [2]uint64
 	byReason := map[dirReason]uint64{}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
-	"github.com/nannyagent/nannyagent/internal/inet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -133,7 +132,7 @@ func TestValidateRejectsTaskFilters(t *testing.T) {
 func v4(d byte) [16]byte { return [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: d} }
 
 func TestBuildResult(t *testing.T) {
-	reasons := inet.NewEnum(map[uint64]string{1: "NO_SOCKET", 14: "TCP_STATE"})
+	reasons := catalog.NewEnum(map[uint64]string{1: "NO_SOCKET", 14: "TCP_STATE"})
 	resets := map[Key]uint64{
 		{Dir: Sent, Local: v4(1), LPort: 80, Remote: v4(2), RPort: 50000, Reason: 1}:                       3,
 		{Dir: Received, Local: v4(1), LPort: 40000, Remote: v4(3), RPort: 443, State: 1, Reason: NoReason}: 2,
@@ -151,7 +150,7 @@ func TestBuildResult(t *testing.T) {
 	assert.Equal(t, "6 RSTs sent, 2 received, on 4 connections; most: sent 10.0.0.1:80 -> 10.0.0.2:50000 (3)", res.Summary)
 	assert.Empty(t, res.Notes)
 
-	res = buildResult(catalog.Params{}, nil, 4, 4, inet.Enum{})
+	res = buildResult(catalog.Params{}, nil, 4, 4, catalog.Enum{})
 	assert.Equal(t, uint64(4), res.Lost)
 	assert.Equal(t, "0 RSTs sent, 0 received, on 0 connections", res.Summary)
 	assert.Len(t, res.Notes, 1)
