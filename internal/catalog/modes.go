@@ -49,9 +49,10 @@ func ModeName(f Feature) string {
 	return string(f)
 }
 
-// AttachMode attaches prog to the tracepoint group/name in mode: tp_btf and
+// Attach attaches prog to the tracepoint group/name in mode (tp_btf,
+// raw_tp or the classic tracepoint, as TracepointMode chose): tp_btf and
 // raw_tp name only the tracepoint, the classic one its group too.
-func (ls *Links) AttachMode(mode Feature, group, name string, prog *ebpf.Program) error {
+func (ls *Links) Attach(mode Feature, group, name string, prog *ebpf.Program) error {
 	switch mode {
 	case FeatureTpBTF:
 		return ls.Tracing("tp_btf "+name, prog)

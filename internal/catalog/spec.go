@@ -106,14 +106,3 @@ func PrepareEvents(k *Kernel, spec *ebpf.CollectionSpec) (usePerf bool, err erro
 	}
 	return false, nil
 }
-
-// AttachMode returns the first mode of prefs whose feature this kernel has,
-// e.g. AttachMode(k, FeatureTpBTF, FeatureRawTracepoint, FeatureTracepoint).
-func AttachMode(k *Kernel, prefs ...Feature) (Feature, error) {
-	for _, f := range prefs {
-		if k.Have(f) {
-			return f, nil
-		}
-	}
-	return "", fmt.Errorf("none of the attach modes %v works on this kernel", prefs)
-}

@@ -142,7 +142,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	if err := t.StartStream(catalog.StreamObjects{Events: t.maps.Events, EventsPerf: t.maps.EventsPerf, Lost: t.maps.Lost}, usePerf, handle); err != nil {
 		return nil, err
 	}
-	if err := t.Links.AttachMode(mode, "sched", rawTracepoint, t.prog); err != nil {
+	if err := t.Links.Attach(mode, "sched", rawTracepoint, t.prog); err != nil {
 		return nil, fmt.Errorf("exit: %w", err)
 	}
 	t.Begin()

@@ -137,7 +137,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		}
 	}()
 	for i, prog := range t.progs {
-		if err := t.Links.AttachMode(mode, "sched", points[i], prog); err != nil {
+		if err := t.Links.Attach(mode, "sched", points[i], prog); err != nil {
 			return nil, fmt.Errorf("runqlat: %w", err)
 		}
 	}

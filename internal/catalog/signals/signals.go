@@ -85,7 +85,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 			t.Abort()
 		}
 	}()
-	if err := t.Links.AttachMode(mode, "signal", rawTracepoint, t.prog); err != nil {
+	if err := t.Links.Attach(mode, "signal", rawTracepoint, t.prog); err != nil {
 		return nil, fmt.Errorf("signals: %w", err)
 	}
 	t.Begin()
