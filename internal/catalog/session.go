@@ -60,7 +60,7 @@ type Session struct {
 	// maps, and is never called once they are closed. Streaming entries
 	// leave it nil: Seen is then the stream's count.
 	Count func() uint64
-	// Collect reads the in-kernel maps and builds the result (Entry,
+	// Collect (required) reads the in-kernel maps and builds the result (Entry,
 	// Params, Events, tables...). It runs after detach and drain, before
 	// the objects close; Stop fills Start, End, Attach, adds the stream's
 	// lost events to Lost and compacts. An error is returned by Stop
@@ -69,7 +69,7 @@ type Session struct {
 
 	start, end time.Time
 
-	mu     sync.Mutex // guards closed against Seen reading closed maps
+	mu     sync.Mutex // guards closed and result: Seen runs beside Stop
 	closed bool
 	once   sync.Once
 	result *Result
