@@ -41,7 +41,7 @@ func TestTraceRunRejectsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"trace", "run", "nosuch"}, `unknown entry "nosuch"`},
+		{[]string{"trace", "run", "nosuch"}, `"nosuch": cannot tell what "nosuch" is`},
 		{[]string{"trace", "run", "exec", "--duration", "5m"}, "at most 2m0s"},
 		{[]string{"trace", "run", "exec", "--duration", "-1s"}, "must be positive"},
 		{[]string{"trace", "run", "exec", "--port", "80"}, "exec does not support the port filter"},
@@ -137,7 +137,7 @@ func TestTraceResolveShowsMapping(t *testing.T) {
 	code, out, errOut := runCLI(t, context.Background(), "trace", "resolve",
 		`{"response_type":"diagnostic","ebpf_programs":[{"name":"x","type":"tracepoint","target":"execsnoop"},{"target":"rm -rf /"},{"type":"bpftrace","target":"tracepoint:sched:sched_switch { @[comm] = count(); }"}]}`)
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, "#1 execsnoop: alias execsnoop -> exec")
+	assert.Contains(t, out, "#1 x: alias execsnoop -> exec")
 	assert.Contains(t, out, "refused")
 	assert.Contains(t, out, "-> fallback")
 
