@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -71,40 +70,28 @@ type objects struct {
 }
 
 type trace struct {
-	params  catalog.Params
-	objs    objects
-	links   catalog.Links
-	stream  *catalog.EventStream
-	usePerf bool
-	start   time.Time
+	catalog.Session
+	objs objects
 
-	mu  sync.Mutex // guards agg: written by the stream goroutine, read by Stop
+	mu  sync.Mutex // guards agg: written by the stream goroutine, read by collect
 	agg aggregate
-
-	stopOnce sync.Once
-	result   *catalog.Result
-	err      error
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
-	if err := p.Validate(Info); err != nil {
+	spec, err := catalog.Prepare(Info, p, loadExec)
+	if err != nil {
 		return nil, err
 	}
 	if err := catalog.CheckRequirements(k, Info); err != nil {
 		return nil, err
 	}
-	spec, err := loadExec()
+	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint"}, agg: newAggregate()}
+	t.Objects, t.Collect = &t.objs, t.collect
+	usePerf, err := catalog.PrepareEvents(k, spec)
 	if err != nil {
-		return nil, fmt.Errorf("exec: read BPF spec: %w", err)
-	}
-	if err := catalog.SetFilters(spec, p); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
-	t := &trace{params: p, agg: newAggregate()}
-	if t.usePerf, err = catalog.PrepareEvents(k, spec); err != nil {
-		return nil, fmt.Errorf("exec: %w", err)
-	}
-	if !t.usePerf && k.RingBytes == 0 {
+	if !usePerf && k.RingBytes == 0 {
 		spec.Maps["events"].MaxEntries = ringBytes
 		if err := spec.Variables["wakeup_bytes"].Set(uint64(ringBytes / 4)); err != nil {
 			return nil, fmt.Errorf("exec: %w", err)
@@ -115,20 +102,13 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = t.links.Close()
-			_ = t.objs.Close()
+			t.Abort()
 		}
 	}()
 	// The stream starts before the programs attach so no early event waits.
-	t.stream, err = catalog.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, t.usePerf, t.handle)
-	if err != nil {
-		return nil, fmt.Errorf("exec: %w", err)
+	if err := t.StartStream(catalog.StreamObjects{Events: t.objs.Events, EventsPerf: t.objs.EventsPerf, Lost: t.objs.Lost}, usePerf, t.handle); err != nil {
+		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			_, _ = t.stream.Stop()
-		}
-	}()
 	// sched_process_exec first: an exec between two attaches is then at
 	// worst missed, never left half-seen.
 	for _, a := range []struct {
@@ -141,11 +121,11 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		{"syscalls", "sys_enter_execve", t.objs.TpEnterExecve},
 		{"syscalls", "sys_enter_execveat", t.objs.TpEnterExecveat},
 	} {
-		if err := t.links.Tracepoint(a.group, a.name, a.prog); err != nil {
+		if err := t.Links.Tracepoint(a.group, a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("exec: %w", err)
 		}
 	}
-	t.start = time.Now()
+	t.Begin()
 	return t, nil
 }
 
@@ -193,42 +173,10 @@ func decodeEvent(rec *execExecEvent) Event {
 	}
 }
 
-func (t *trace) Seen() uint64 { return t.stream.Seen() }
-
-func (t *trace) Stop() (*catalog.Result, error) {
-	t.stopOnce.Do(func() {
-		end := time.Now()
-		detachErr := t.links.Close()
-		lost, streamErr := t.stream.Stop()
-		closeErr := t.objs.Close()
-		t.mu.Lock()
-		res := t.agg.result(t.params)
-		t.mu.Unlock()
-		res.Start, res.End, res.Lost = t.start, end, lost
-		res.Attach = "tracepoint, " + transport(t.usePerf)
-		res.Compact()
-		t.result = res
-		if err := firstErr(detachErr, streamErr, closeErr); err != nil {
-			t.err = fmt.Errorf("exec: stop: %w", err)
-		}
-	})
-	return t.result, t.err
-}
-
-func transport(perf bool) string {
-	if perf {
-		return "perf buffer"
-	}
-	return "ring buffer"
-}
-
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
+func (t *trace) collect() (*catalog.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.agg.result(t.Params), nil
 }
 
 // aggregate is the user-space side: counts by comm, failures, samples.
