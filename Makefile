@@ -53,5 +53,9 @@ lint: ## gofmt and go vet
 clean: ## remove build output
 	rm -rf bin
 
+.PHONY: vmtest
+vmtest: ## run the BPF tests as root in the kernel matrix (vmtests/kernels.txt) under qemu; KERNEL=6.1 for one kernel, VMTEST_FLAGS=-dry-run to print the commands
+	$(GO) run ./vmtests $(if $(KERNEL),-kernel $(KERNEL)) $(VMTEST_FLAGS)
+
 docs: ## regenerate the catalog reference in docs/EBPF_MONITORING.md
 	$(GO) test ./internal/catalog/registry -run TestCatalogDocsUpToDate -update-docs -count=1
