@@ -28,13 +28,15 @@ for m in "$root"/modules/"$(uname -r)"/*.ko; do
 	[ -f "$m" ] && insmod "$m" 2>/dev/null
 done
 
-# A disk-backed scratch file system: pages of tmpfs cannot be dropped, so
-# tests that need major page faults get an ext2 file system on a loop
-# device instead (TMPDIR=/tmp/scratch in their plan line).
+# A disk-backed scratch file system (sparse, so it costs RAM only for what
+# is written): pages of tmpfs cannot be dropped or reclaimed, so tests
+# that need major page faults or page-cache reclaim get an ext2 file
+# system on a loop device instead (TMPDIR=/tmp/scratch in their plan line).
 if [ -e /dev/loop-control ]; then
-	dd if=/dev/zero of=/tmp/scratch.img bs=1M count=48 2>/dev/null &&
-		mke2fs -q /tmp/scratch.img && mkdir -p /tmp/scratch &&
-		mount -o loop /tmp/scratch.img /tmp/scratch || echo "vmtest: no /tmp/scratch file system"
+	dd if=/dev/zero of=/tmp/scratch.img bs=1M count=0 seek=256 2>/dev/null &&
+		dev=$(losetup -f) && losetup "$dev" /tmp/scratch.img &&
+		mke2fs -q "$dev" && mkdir -p /tmp/scratch &&
+		mount "$dev" /tmp/scratch || echo "vmtest: no /tmp/scratch file system"
 fi
 
 echo "=== VMTEST-KERNEL $(uname -r)"

@@ -44,11 +44,13 @@ var notInGuests = map[string]string{
 	"bpftrace": "needs the bpftrace binary and its libraries, which the initramfs does not carry",
 }
 
-// guestEnv is extra environment per package inside guests only:
-// pagefaults needs a file system whose page cache can be dropped to see
-// major faults, and the initramfs and /tmp are RAM file systems.
+// guestEnv is extra environment per package inside guests only: the
+// initramfs and /tmp are RAM file systems, whose pages cannot be dropped
+// (pagefaults needs major faults) or reclaimed (reclaim reads a file
+// through a memory-limited cgroup).
 var guestEnv = map[string][]string{
 	"pagefaults": {"TMPDIR=/tmp/scratch"},
+	"reclaim":    {"TMPDIR=/tmp/scratch"},
 }
 
 // PlanLine is one test binary run.
