@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,10 +14,13 @@ import (
 	"strings"
 )
 
-// keptModules are the modules copied out of a kernel package: Debian
-// builds the loop driver as a module and biolatency (and the scratch file
-// system of the guest init) need it.
-var keptModules = []string{"kernel/drivers/block/loop.ko"}
+// keptModules are the modules (with their dependencies) copied out of a
+// kernel package when it does not build them in: the loop driver for
+// biolatency and the guest's scratch file system, ext4 (which mounts ext2)
+// for that file system on the generic kernel, and crc32c_generic, which
+// ext4 asks the crypto API for at mount time (no modprobe in the guest to
+// load it on demand).
+var keptModules = []string{"loop", "crc32c_generic", "ext4"}
 
 // Cached is a kernel unpacked into the cache.
 type Cached struct {
@@ -50,9 +54,14 @@ func loadCached(cache string, p Pin) *Cached {
 	if _, err := os.Stat(c.Vmlinuz); err != nil {
 		return nil
 	}
-	mods, _ := filepath.Glob(filepath.Join(dir, "modules", "*.ko"))
+	if want, err := os.ReadFile(filepath.Join(dir, "modules", "wanted")); err != nil || string(want) != strings.Join(keptModules, " ") {
+		return nil // cached before keptModules changed
+	}
+	mods, _ := filepath.Glob(filepath.Join(dir, "modules", "*"))
 	for _, m := range mods {
-		c.Modules[c.Release+"/"+filepath.Base(m)] = m
+		if filepath.Base(m) != "wanted" {
+			c.Modules[c.Release+"/"+filepath.Base(m)] = m
+		}
 	}
 	return c
 }
@@ -361,10 +370,8 @@ func storeKernel(cache string, p Pin, root string) (*Cached, error) {
 	if err := copyFile(config, filepath.Join(dir, "config")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	for _, m := range keptModules {
-		if err := storeModule(filepath.Join(modules, m), filepath.Join(dir, "modules", filepath.Base(m))); err != nil {
-			return nil, err
-		}
+	if err := storeModules(modules, filepath.Join(dir, "modules")); err != nil {
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "release"), []byte(release+"\n"), 0o644); err != nil {
 		return nil, err
@@ -379,27 +386,101 @@ func storeKernel(cache string, p Pin, root string) (*Cached, error) {
 	return c, nil
 }
 
-// storeModule copies a module, decompressing .ko.xz/.ko.zst on the host
-// (busybox insmod loads plain modules only). A module the kernel builds
-// in is simply absent, which is fine.
-func storeModule(src, dst string) error {
-	for _, c := range []struct {
-		ext string
-		cmd []string
-	}{{"", nil}, {".xz", []string{"xz", "-dc"}}, {".zst", []string{"zstd", "-dcq"}}, {".gz", []string{"gzip", "-dc"}}} {
-		if _, err := os.Stat(src + c.ext); err != nil {
-			continue
+// storeModules copies keptModules and what they depend on from the
+// package's module tree into dst as plain .ko files, and writes dst/order,
+// the insmod order (dependencies first). A module the kernel builds in is
+// absent from the tree, which is fine. Debian packages ship no
+// modules.dep, so modinfo reads each module's dependencies.
+func storeModules(tree, dst string) error {
+	index := map[string]string{}
+	_ = filepath.WalkDir(tree, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			name := filepath.Base(p)
+			if i := strings.Index(name, ".ko"); i > 0 {
+				index[strings.ReplaceAll(name[:i], "-", "_")] = p
+			}
 		}
-		if c.cmd == nil {
-			return copyFile(src, dst)
+		return nil
+	})
+	var order []string
+	seen := map[string]bool{}
+	var visit func(name string) error
+	visit = func(name string) error {
+		name = strings.ReplaceAll(name, "-", "_")
+		if seen[name] {
+			return nil
 		}
-		out, err := exec.Command(c.cmd[0], append(c.cmd[1:], src+c.ext)...).Output()
+		seen[name] = true
+		src, ok := index[name]
+		if !ok {
+			return nil
+		}
+		out := filepath.Join(dst, name+".ko")
+		if err := plainModule(src, out); err != nil {
+			return err
+		}
+		deps, err := moduleDepends(out)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", strings.Join(c.cmd, " "), src+c.ext, err)
+			return err
 		}
-		return os.WriteFile(dst, out, 0o644)
+		for _, d := range strings.Split(deps, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				if err := visit(d); err != nil {
+					return err
+				}
+			}
+		}
+		order = append(order, name)
+		return nil
 	}
-	return nil
+	for _, m := range keptModules {
+		if err := visit(m); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dst, "order"), []byte(strings.Join(order, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dst, "wanted"), []byte(strings.Join(keptModules, " ")), 0o644)
+}
+
+// moduleDepends reads "depends=" from a module's .modinfo section (a list
+// of NUL-terminated key=value strings).
+func moduleDepends(ko string) (string, error) {
+	f, err := elf.Open(ko)
+	if err != nil {
+		return "", fmt.Errorf("module %s: %w", ko, err)
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return "", nil
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return "", fmt.Errorf("module %s: %w", ko, err)
+	}
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "depends="); ok {
+			return v, nil
+		}
+	}
+	return "", nil
+}
+
+// plainModule copies a module, decompressing .ko.xz/.ko.zst/.ko.gz on the
+// host (busybox insmod loads plain modules only).
+func plainModule(src, dst string) error {
+	for ext, cmd := range map[string][]string{".xz": {"xz", "-dc"}, ".zst": {"zstd", "-dcq"}, ".gz": {"gzip", "-dc"}} {
+		if strings.HasSuffix(src, ".ko"+ext) {
+			out, err := exec.Command(cmd[0], append(cmd[1:], src)...).Output()
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", strings.Join(cmd, " "), src, err)
+			}
+			return os.WriteFile(dst, out, 0o644)
+		}
+	}
+	return copyFile(src, dst)
 }
 
 func copyFile(src, dst string) error {

@@ -23,9 +23,11 @@ echo +memory >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 ip link set lo up
 hostname vmtest
 ulimit -l unlimited 2>/dev/null
-# Debian builds the loop driver as a module; biolatency needs it.
-for m in "$root"/modules/"$(uname -r)"/*.ko; do
-	[ -f "$m" ] && insmod "$m" 2>/dev/null
+# Debian builds the loop driver (biolatency) and, in the generic flavour,
+# ext4 as modules; "order" lists them dependencies first.
+mods="$root/modules/$(uname -r)"
+[ -f "$mods/order" ] && for m in $(cat "$mods/order"); do
+	insmod "$mods/$m.ko" || echo "vmtest: insmod $m failed"
 done
 
 # A disk-backed scratch file system (sparse, so it costs RAM only for what
@@ -35,8 +37,8 @@ done
 if [ -e /dev/loop-control ]; then
 	dd if=/dev/zero of=/tmp/scratch.img bs=1M count=0 seek=256 2>/dev/null &&
 		dev=$(losetup -f) && losetup "$dev" /tmp/scratch.img &&
-		mke2fs -q "$dev" && mkdir -p /tmp/scratch &&
-		mount "$dev" /tmp/scratch || echo "vmtest: no /tmp/scratch file system"
+		mke2fs -q "$dev" >/dev/null && mkdir -p /tmp/scratch &&
+		mount -t ext4 "$dev" /tmp/scratch || echo "vmtest: no /tmp/scratch file system"
 fi
 
 echo "=== VMTEST-KERNEL $(uname -r)"

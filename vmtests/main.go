@@ -249,6 +249,11 @@ func run(ctx context.Context, o options) (bool, error) {
 	if o.dryRun {
 		return true, nil
 	}
+	// The initramfs is rebuilt every run and is most of a run's size.
+	if initrd != "" {
+		_ = os.Remove(initrd)
+	}
+	pruneRuns(filepath.Join(cache, "runs"), 10)
 
 	for _, r := range results {
 		for _, l := range labels {
@@ -273,6 +278,26 @@ func run(ctx context.Context, o options) (bool, error) {
 		ok = ok && !r.Failed()
 	}
 	return ok, nil
+}
+
+// pruneRuns keeps the newest keep run directories (their names sort by
+// time).
+func pruneRuns(dir string, keep int) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var runs []string
+	for _, e := range ents {
+		if e.IsDir() {
+			runs = append(runs, e.Name())
+		}
+	}
+	sort.Strings(runs)
+	for len(runs) > keep {
+		_ = os.RemoveAll(filepath.Join(dir, runs[0]))
+		runs = runs[1:]
+	}
 }
 
 func verdict(r KernelResult) string {
