@@ -114,8 +114,14 @@ int tp_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct exec_event *e = new_event(0);
 	if (!e)
 		return 0;
-	unsigned int loc = ctx->__data_loc_filename & 0xFFFF;
-	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (void *)ctx + loc);
+	/* __data_loc is (length << 16 | offset): one bounded copy instead of a
+	 * byte-by-byte string copy. */
+	__u32 loc = ctx->__data_loc_filename;
+	__u32 flen = loc >> 16;
+	if (flen > FILENAME_LEN - 1)
+		flen = FILENAME_LEN - 1;
+	bpf_probe_read_kernel(e->filename, flen, (void *)ctx + (loc & 0xFFFF));
+	e->filename[flen & (FILENAME_LEN - 1)] = '\0';
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	unsigned long start = BPF_CORE_READ(task, mm, arg_start);

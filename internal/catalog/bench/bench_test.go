@@ -153,6 +153,63 @@ func BenchmarkColdFour(b *testing.B) {
 
 // BPF time per event (kernel.bpf_stats_enabled), ours against the
 // equivalent bpftrace one-liner under the same workload.
+// perEventCase is one entry against the bpftrace one-liner asking the
+// same question, under the same workload.
+type perEventCase struct {
+	entry    string
+	params   catalog.Params
+	script   string
+	workload func()
+}
+
+func perEventCases(b *testing.B) []perEventCase {
+	bin, err := exec.LookPath("true")
+	require.NoError(b, err)
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	require.NoError(b, err)
+	b.Cleanup(func() { null.Close() })
+	buf := make([]byte, 100)
+	missing := filepath.Join(b.TempDir(), "nanny-bench-missing")
+	return []perEventCase{
+		{entry: "exec", script: bpftraceFor["exec"], workload: func() {
+			for i := 0; i < 200; i++ {
+				_ = exec.Command(bin).Run()
+			}
+		}},
+		{entry: "syscalls", script: bpftraceFor["syscalls"], workload: func() {
+			for i := 0; i < 200000; i++ {
+				syscall.Getppid()
+			}
+		}},
+		// opensnoop's question: who opened what, with what result.
+		{entry: "open", script: `tracepoint:syscalls:sys_enter_openat { @path[tid] = args->filename; }
+tracepoint:syscalls:sys_exit_openat /@path[tid]/ { printf("%d %s %s %d\n", pid, comm, str(@path[tid]), args->ret); delete(@path[tid]); }`,
+			workload: func() {
+				for i := 0; i < 20000; i++ {
+					_, _ = syscall.Open(missing, syscall.O_RDONLY, 0)
+				}
+			}},
+		// Bytes, ops and latency of writes per process and file.
+		{entry: "fileio", script: `tracepoint:syscalls:sys_enter_write { @ts[tid] = nsecs; @fd[tid] = args->fd; }
+tracepoint:syscalls:sys_exit_write /@ts[tid]/ { @bytes[pid, comm, @fd[tid]] = sum(args->ret); @ops[pid, comm, @fd[tid]] = count(); @lat = hist(nsecs - @ts[tid]); delete(@ts[tid]); delete(@fd[tid]); }`,
+			workload: func() {
+				for i := 0; i < 100000; i++ {
+					_, _ = null.Write(buf)
+				}
+			}},
+		// Count one tracepoint by process.
+		{entry: "tracepoint", params: catalog.Params{Target: "syscalls:sys_enter_getppid"},
+			script: `tracepoint:syscalls:sys_enter_getppid { @[pid, comm] = count(); }`,
+			workload: func() {
+				for i := 0; i < 200000; i++ {
+					syscall.Getppid()
+				}
+			}},
+	}
+}
+
+// BPF time per event (kernel.bpf_stats_enabled), ours against the
+// equivalent bpftrace one-liner under the same workload.
 func BenchmarkBPFTimePerEvent(b *testing.B) {
 	catalogtest.Kernel(b)
 	bt := bpftrace(b)
@@ -160,38 +217,24 @@ func BenchmarkBPFTimePerEvent(b *testing.B) {
 	require.NoError(b, err)
 	defer stats.Close()
 
-	bin, err := exec.LookPath("true")
-	require.NoError(b, err)
-	workloads := map[string]func(){
-		"exec": func() {
-			for i := 0; i < 200; i++ {
-				_ = exec.Command(bin).Run()
-			}
-		},
-		"syscalls": func() {
-			for i := 0; i < 200000; i++ {
-				syscall.Getppid()
-			}
-		},
-	}
-	for _, name := range []string{"exec", "syscalls"} {
-		b.Run(name, func(b *testing.B) {
-			e := available(b, []string{name})[0]
+	for _, c := range perEventCases(b) {
+		b.Run(c.entry, func(b *testing.B) {
+			e := available(b, []string{c.entry})[0]
 			k := catalogtest.Kernel(b)
 			var ours, theirs []float64
 			for i := 0; i < b.N; i++ {
 				before := ProgramIDs()
-				tr, err := e.Start(context.Background(), k, catalog.Params{})
+				tr, err := e.Start(context.Background(), k, c.params)
 				require.NoError(b, err)
-				ours = append(ours, measure(b, before, workloads[name]))
+				ours = append(ours, measure(b, before, c.workload))
 				_, err = tr.Stop()
 				require.NoError(b, err)
 
 				before = ProgramIDs()
-				p, err := StartUntil(exec.Command(bt, "-e", bpftraceFor[name]), "Attaching", 30*time.Second)
+				p, err := StartUntil(exec.Command(bt, "-e", c.script), "Attaching", 30*time.Second)
 				require.NoError(b, err)
 				waitPrograms(b, before)
-				theirs = append(theirs, measure(b, before, workloads[name]))
+				theirs = append(theirs, measure(b, before, c.workload))
 				require.NoError(b, p.Stop())
 			}
 			report(b, ours, theirs, "ns/event", false)

@@ -235,16 +235,13 @@ func (a *aggregate) result(p catalog.Params) *catalog.Result {
 		failTab.AddRow(r.Key.filename, catalog.ErrnoName(int64(r.Key.errno)), catalog.U(r.Score))
 	}
 	failTab.TotalRows = len(a.failures)
-	samples := &catalog.Table{Title: "sample execs", Columns: []string{"pid", "ppid", "uid", "comm", "ret", "argv"}}
+	samples := &catalog.Table{Title: "sample execs", Columns: []string{"pid", "ppid", "uid", "comm", "ret", "filename", "argv"}}
 	for _, ev := range a.samples {
 		argv := strings.Join(ev.Args, " ")
 		if ev.ArgsTruncated {
 			argv += " " + catalog.TruncMarker
 		}
-		if argv == "" {
-			argv = ev.Filename
-		}
-		samples.AddRow(catalog.U(ev.PID), catalog.U(ev.PPID), catalog.U(ev.UID), ev.Comm, retString(ev.Ret), argv)
+		samples.AddRow(catalog.U(ev.PID), catalog.U(ev.PPID), catalog.U(ev.UID), ev.Comm, retString(ev.Ret), ev.Filename, argv)
 	}
 	samples.TotalRows = int(a.total)
 	res.Tables = []catalog.Table{byComm, failTab}

@@ -47,7 +47,8 @@ func TestExecCountsExactly(t *testing.T) {
 	// Samples carry the argv.
 	var sawArgv bool
 	for _, r := range res.Samples.Rows {
-		if strings.HasSuffix(r[5], "nanny-exec-ok arg1 two words") {
+		if strings.HasSuffix(r[6], "nanny-exec-ok arg1 two words") {
+			assert.Equal(t, bin, r[5], "filename")
 			sawArgv = true
 			assert.Equal(t, "nanny-exec-ok", r[3])
 			assert.Equal(t, "0", r[4])
