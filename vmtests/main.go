@@ -35,7 +35,7 @@ const fallbackFeatures = "tp_btf,raw_tracepoint,ring_buffer"
 var fallbackPkgs = map[string]string{
 	"dns": "", "exec": "", "open": "", "tcplife": "",
 	"exit":    "^TestExitAttachFallbacks$",
-	"signals": "^TestSignalsAttachFallbacks$",
+	"signals": "^(TestSignalsAttachFallbacks|TestSignalsCountsExactly)$",
 	"runqlat": "^(TestRunqlatSleeperTpBTF|TestRunqlatRawTracepointFallback)$",
 }
 
