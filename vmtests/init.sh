@@ -5,7 +5,7 @@
 # console (ttyS0), one status line per package and the final exit status
 # on ttyS1, which the host reads from a file. Under vng the same script
 # runs with VMTEST_ROOT pointing at the host's run directory.
-export PATH=/bin:/sbin
+export PATH=${VMTEST_PATH:-/bin:/sbin}
 root=${VMTEST_ROOT:-/vmtest}
 status=${VMTEST_STATUS:-/dev/ttyS1}
 

@@ -137,6 +137,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return false, err
 	}
+	pruneRuns(filepath.Join(cache, "runs"), 10)
 	_ = os.Remove(filepath.Join(cache, "runs", "latest"))
 	_ = os.Symlink(filepath.Base(runDir), filepath.Join(cache, "runs", "latest"))
 	fmt.Printf("vmtest: run directory %s\n", runDir)
@@ -253,7 +254,6 @@ func run(ctx context.Context, o options) (bool, error) {
 	if initrd != "" {
 		_ = os.Remove(initrd)
 	}
-	pruneRuns(filepath.Join(cache, "runs"), 10)
 
 	for _, r := range results {
 		for _, l := range labels {
