@@ -45,11 +45,16 @@ static __always_inline int account(bool major)
 		if (!s)
 			return 0;
 	}
+	/* The add's result is not used: a fetching atomic needs 5.12, a plain
+	 * add works from 4.x; n is read after it, racy but only a hint. */
 	__u64 n;
-	if (major)
-		n = __sync_fetch_and_add(&s->major, 1);
-	else
-		n = __sync_fetch_and_add(&s->minor, 1);
+	if (major) {
+		__sync_fetch_and_add(&s->major, 1);
+		n = s->major;
+	} else {
+		__sync_fetch_and_add(&s->minor, 1);
+		n = s->minor;
+	}
 	/* A process that forks then execs takes its first faults under the
 	 * parent's name and most of the rest under its own. Refreshing the
 	 * name at every power of two costs log2(faults) copies and lands

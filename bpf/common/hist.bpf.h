@@ -33,9 +33,15 @@ static __always_inline __u32 log2_u64(__u64 v)
 
 static __always_inline void hist_add(struct hist *h, __u64 value)
 {
-	__u32 slot = log2_u64(value);
+	/* 64-bit and pinned to one register after the clamp: with a 32-bit
+	 * slot clang bound-checks one copy and indexes with another, and the
+	 * verifiers of 5.10 and 6.1 reject the access as unbounded. */
+	__u64 slot = log2_u64(value);
 	if (slot >= MAX_SLOTS)
 		slot = MAX_SLOTS - 1;
+	asm volatile("" : "+r"(slot));
+	if (slot >= MAX_SLOTS)
+		return;
 	__sync_fetch_and_add(&h->slots[slot], 1);
 }
 
