@@ -104,10 +104,7 @@ static __always_inline int on_end(__u32 kind, __u64 nr_reclaimed)
 
 	struct hist *all = bpf_map_lookup_elem(&hist_all, &kind);
 	if (all) {
-		__u32 slot = log2_u64(us);
-		if (slot >= MAX_SLOTS)
-			slot = MAX_SLOTS - 1;
-		all->slots[slot]++; /* per-CPU */
+		hist_add_percpu(all, us);
 	}
 
 	struct proc_key k = {.tgid = id >> 32, .kind = kind};

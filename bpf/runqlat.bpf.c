@@ -106,10 +106,7 @@ static __always_inline void ran(__u32 tid, struct task_struct *t, const char *tp
 	__u32 zero = 0;
 	struct hist *all = bpf_map_lookup_elem(&hist_all, &zero);
 	if (all) {
-		__u32 slot = log2_u64(us);
-		if (slot >= MAX_SLOTS)
-			slot = MAX_SLOTS - 1;
-		all->slots[slot]++; /* per-CPU */
+		hist_add_percpu(all, us);
 	}
 
 	struct proc_hist *p = bpf_map_lookup_elem(&by_proc, &tgid);

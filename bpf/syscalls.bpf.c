@@ -149,10 +149,7 @@ int tp_sys_exit(struct trace_event_raw_sys_exit *ctx)
 
 	struct hist *h = lookup_or_init(&hists, &nr, &zero_hist);
 	if (h) {
-		__u32 slot = log2_u64(delta);
-		if (slot >= MAX_SLOTS)
-			slot = MAX_SLOTS - 1;
-		h->slots[slot]++;
+		hist_add_percpu(h, delta);
 	}
 	return 0;
 }

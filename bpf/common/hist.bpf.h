@@ -31,18 +31,33 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return log2_u32(v);
 }
 
-static __always_inline void hist_add(struct hist *h, __u64 value)
+/* hist_slot is value's slot as an index the verifier can bound. It is
+ * 64-bit and pinned to one register after the clamp: with a 32-bit slot
+ * clang bound-checks one copy and indexes with another, and the verifiers
+ * of 5.10 and 6.1 reject the access as unbounded. */
+static __always_inline __u64 hist_slot(__u64 value)
 {
-	/* 64-bit and pinned to one register after the clamp: with a 32-bit
-	 * slot clang bound-checks one copy and indexes with another, and the
-	 * verifiers of 5.10 and 6.1 reject the access as unbounded. */
 	__u64 slot = log2_u64(value);
 	if (slot >= MAX_SLOTS)
 		slot = MAX_SLOTS - 1;
 	asm volatile("" : "+r"(slot));
-	if (slot >= MAX_SLOTS)
-		return;
-	__sync_fetch_and_add(&h->slots[slot], 1);
+	return slot;
+}
+
+/* hist_add counts value in a histogram shared between CPUs. */
+static __always_inline void hist_add(struct hist *h, __u64 value)
+{
+	__u64 slot = hist_slot(value);
+	if (slot < MAX_SLOTS)
+		__sync_fetch_and_add(&h->slots[slot], 1);
+}
+
+/* hist_add_percpu counts value in a per-CPU histogram: no atomic needed. */
+static __always_inline void hist_add_percpu(struct hist *h, __u64 value)
+{
+	__u64 slot = hist_slot(value);
+	if (slot < MAX_SLOTS)
+		h->slots[slot]++;
 }
 
 #endif
