@@ -26,22 +26,26 @@ func TestRunCancelAndFailureLeaveNothingBehind(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	before := catalogtest.OwnedBPF(t)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var during catalogtest.Owned
 	var progressed bool
-	time.AfterFunc(600*time.Millisecond, cancel)
 	start := time.Now()
 	outs := Run(ctx, k, []Job{
 		{Entry: entry(t, "exec"), Params: catalog.Params{Duration: time.Minute}},
 		{Entry: entry(t, "syscalls"), Params: catalog.Params{Duration: time.Minute}},
 		{Entry: entry(t, "tracepoint"), Params: catalog.Params{Target: "nosuch:tracepoint"}},
 	}, func(p Progress) {
+		// Cancel at the first progress report: everything is attached
+		// then, however slow the machine (an emulated guest takes
+		// seconds to start the traces).
 		if !progressed {
 			during = catalogtest.OwnedBPF(t)
 			progressed = true
+			cancel()
 		}
 		assert.Equal(t, time.Minute, p.Total)
 	})
-	assert.Less(t, time.Since(start), 20*time.Second, "cancel must end the traces")
+	assert.Less(t, time.Since(start), 50*time.Second, "cancel must end the minute-long traces early")
 	require.Len(t, outs, 3)
 	for _, o := range outs[:2] {
 		require.NoError(t, o.Err, o.Entry)
