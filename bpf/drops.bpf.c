@@ -51,14 +51,16 @@ int tp_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	struct drop_key key = {};
 
 	key.reason = NO_REASON;
-	/* reason joined the record in 5.17 */
-	if (bpf_core_field_exists(ctx->reason))
+	/* reason joined the record in 5.17. Without it both globals keep
+	 * NO_REASON, which must then not match: every free counts. */
+	if (bpf_core_field_exists(ctx->reason)) {
 		key.reason = ctx->reason;
-	if (key.reason == reason_consumed)
-		return 0;
+		if (key.reason == reason_consumed)
+			return 0;
+	}
 	if (!filter_current())
 		return 0;
-	if (key.reason == reason_not_specified) {
+	if (key.reason != NO_REASON && key.reason == reason_not_specified) {
 		counter_inc(&counters, CNT_UNSPECIFIED);
 		return 0;
 	}

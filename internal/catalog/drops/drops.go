@@ -17,7 +17,7 @@ import (
 var Info = catalog.Info{
 	Name:        "drops",
 	Answers:     "where and why the kernel drops packets",
-	Reports:     "dropped packets by drop reason (5.17+) and kernel code location (function+offset); totals by reason; frees without a recorded reason counted apart",
+	Reports:     "dropped packets by drop reason and kernel code location (function+offset); totals by reason; frees without a recorded reason counted apart. Before 5.17 the kernel records no reasons: every kfree_skb is counted, as reason unknown",
 	Aliases:     []string{"drops", "dropwatch", "tcpdrop", "kfree_skb", "skb_drop", "packet_drops", "pwru"},
 	Tracepoints: []string{"skb:kfree_skb"},
 	Functions: []string{"kfree_skb", "kfree_skb_reason", "sk_skb_reason_drop", "kfree_skb_list_reason",
@@ -86,11 +86,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	}
 	t := &trace{Session: catalog.Session{Entry: Info.Name, Params: p, Attach: "tracepoint (skb:kfree_skb), in-kernel per-CPU counts"}}
 	t.Objects, t.Collect, t.Count = &t.objs, t.collect, t.count
-	// Before 5.17 there is no enum skb_drop_reason and the record has no
-	// reason: every free is counted, as reason "unknown".
-	if enum, err := k.Enum("skb_drop_reason", "SKB_DROP_REASON_"); err == nil {
-		t.reasons, t.hasReasons = Reasons{enum}, true
-	}
+	t.reasons, t.hasReasons = kernelReasons(k)
 	if t.hasReasons {
 		for name, global := range map[string]string{"NOT_SPECIFIED": "reason_not_specified", "SKB_CONSUMED": "reason_consumed"} {
 			if v, ok := t.reasons.Value(name); ok {
@@ -132,7 +128,7 @@ func (t *trace) collect() (*catalog.Result, error) {
 	res := buildResult(t.Params, sites, c, t.reasons, syms)
 	res.AddSkipped(catalog.RecursionMisses(t.objs.TpKfreeSkb), "drops")
 	if !t.hasReasons {
-		res.Notes = append(res.Notes, "this kernel records no drop reasons (before 5.17): every kfree_skb is counted, including frees that are not drops")
+		res.Notes = append(res.Notes, noReasonsNote)
 	}
 	if symErr != nil {
 		res.Notes = append(res.Notes, "locations are raw addresses: "+symErr.Error())
@@ -154,6 +150,20 @@ func readDrops(m *ebpf.Map) (map[Key]uint64, error) {
 	}
 	return out, nil
 }
+
+// kernelReasons reads the running kernel's drop reasons. Before 5.17
+// there is no enum skb_drop_reason and the record has no reason: every
+// free is counted, as reason "unknown" (false).
+func kernelReasons(k *catalog.Kernel) (Reasons, bool) {
+	enum, err := k.Enum("skb_drop_reason", "SKB_DROP_REASON_")
+	if err != nil {
+		return Reasons{}, false
+	}
+	return Reasons{enum}, true
+}
+
+// noReasonsNote is the note of a kernel without drop reasons.
+const noReasonsNote = "this kernel records no drop reasons (before 5.17): every kfree_skb is counted, including frees that are not drops"
 
 // Reasons names drop reasons from the running kernel's enum skb_drop_reason.
 type Reasons struct{ catalog.Enum }

@@ -6,6 +6,9 @@ package signals
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
@@ -15,7 +18,7 @@ import (
 var Info = catalog.Info{
 	Name:        "signals",
 	Answers:     "who signals whom",
-	Reports:     "signals by sender pid/comm, target pid/comm, signal, si_code (kill, tkill, sigqueue, kernel...) and result (delivered, ignored, already pending, queue full); undelivered signals",
+	Reports:     "signals by sender pid/comm, target pid/comm, signal, si_code (kill, tkill, sigqueue, kernel...) and result (delivered, ignored, already pending, queue full); undelivered signals. With the classic tracepoint (no tp_btf or raw_tp) the kernel records the target thread: its process is looked up at stop, and a thread that has exited stays a thread id",
 	Aliases:     []string{"killsnoop", "sigsnoop", "signals", "kill", "signal"},
 	Tracepoints: []string{"signal:signal_generate"},
 	Functions:   []string{"__send_signal_locked", "__send_signal", "send_signal", "do_send_sig_info", "kill_pid_info", "group_send_sig_info", "__x64_sys_kill", "__x64_sys_tgkill", "__arm64_sys_kill", "__arm64_sys_tgkill"},
@@ -50,7 +53,8 @@ func (Entry) Start(ctx context.Context, k *catalog.Kernel, p catalog.Params) (ca
 const rawTracepoint = "signal_generate"
 
 // attachMode prefers tp_btf and raw_tp, which see the target task (so the
-// target is a process), over the classic tracepoint (a thread id only).
+// target is a process), over the classic tracepoint (a thread id only,
+// mapped to its process at stop while the thread lives).
 func attachMode(k *catalog.Kernel) (catalog.Feature, error) {
 	return catalog.TracepointMode(k, []string{rawTracepoint}, func() error { return catalog.CheckRequirements(k, Info) })
 }
@@ -94,11 +98,75 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 
 func (t *trace) collect() (*catalog.Result, error) {
 	a, err := t.readMaps()
-	res := a.result(t.Params)
+	var gone int
 	if t.mode == catalog.FeatureTracepoint {
-		res.Notes = append(res.Notes, "target_pid is the target thread's id: the classic tracepoint does not carry its process")
+		a, gone = a.toProcesses(procTgid)
+	}
+	res := a.result(t.Params)
+	if gone > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d targets are thread ids: the classic tracepoint records the target "+
+			"thread, whose process is looked up at stop, and these threads had exited", gone))
 	}
 	return res, err
+}
+
+// toProcesses replaces the target thread ids the classic tracepoint
+// records with their processes, as tgidOf finds them (the thread's comm
+// must still match, so a reused id is not taken for the thread), and
+// returns how many targets it could not resolve. The BPF program cannot
+// do it: it runs in the sender's context and the record holds no task.
+func (a *aggregate) toProcesses(tgidOf func(tid uint32, comm string) (uint32, bool)) (*aggregate, int) {
+	out := &aggregate{counts: make(map[Key]uint64, len(a.counts)), dropped: a.dropped}
+	resolved := map[uint32]uint32{}
+	gone := map[uint32]bool{}
+	for k, n := range a.counts {
+		tgid, ok := resolved[k.TargetPID]
+		if !ok && !gone[k.TargetPID] {
+			if tgid, ok = tgidOf(k.TargetPID, k.TargetComm); ok {
+				resolved[k.TargetPID] = tgid
+			} else {
+				gone[k.TargetPID] = true
+			}
+		}
+		if ok {
+			k.TargetPID = tgid
+		}
+		out.counts[k] += n
+	}
+	return out, len(gone)
+}
+
+// procTgid reads the process of thread tid from /proc/<tid>/status
+// (readable for any thread id, though not listed), if its name is comm.
+func procTgid(tid uint32, comm string) (uint32, bool) {
+	if tid == 0 {
+		return 0, false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	var name string
+	var tgid uint64
+	found := false
+	for _, line := range strings.Split(string(data), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "Name":
+			name = val
+		case "Tgid":
+			tgid, err = strconv.ParseUint(val, 10, 32)
+			found = err == nil
+		}
+	}
+	if !found || name != comm {
+		return 0, false
+	}
+	return uint32(tgid), true
 }
 
 func (t *trace) readMaps() (*aggregate, error) {

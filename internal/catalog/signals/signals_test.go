@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -119,23 +120,37 @@ func TestSignalsCountsExactly(t *testing.T) {
 }
 
 // A child's exit signals its parent, from the child: the sender is the
-// child, the target the test process.
+// child, the target the test process. The kernel picks any thread of the
+// multi-threaded test process; the classic tracepoint records that thread,
+// which the entry maps back to the process.
 func TestSignalsChildExit(t *testing.T) {
 	k := catalogtest.Kernel(t)
+	classic := catalog.NewKernel(nil)
+	classic.Disable[catalog.FeatureTpBTF] = true
+	classic.Disable[catalog.FeatureRawTracepoint] = true
 	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-sig-sh")
-	var pids []int
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: "nanny-sig-sh"}, func() {
-		for i := 0; i < 3; i++ {
-			cmd := exec.Command(sh, "-c", "exit 0")
-			require.NoError(t, cmd.Run())
-			pids = append(pids, cmd.Process.Pid)
-		}
-	})
-	require.Zero(t, res.Lost)
-	for _, pid := range pids {
-		assert.Equal(t, uint64(1), count(t, res.Tables[0], pid, os.Getpid(), "SIGCHLD", "child_exited", ""))
+	for _, c := range []struct {
+		name string
+		k    *catalog.Kernel
+	}{{"default", k}, {"tracepoint", classic}} {
+		t.Run(c.name, func(t *testing.T) {
+			var pids []int
+			res := catalogtest.Run(t, c.k, Entry{}, catalog.Params{Comm: "nanny-sig-sh"}, func() {
+				for i := 0; i < 3; i++ {
+					cmd := exec.Command(sh, "-c", "exit 0")
+					require.NoError(t, cmd.Run())
+					pids = append(pids, cmd.Process.Pid)
+				}
+			})
+			require.Zero(t, res.Lost)
+			for _, pid := range pids {
+				assert.Equal(t, uint64(1), count(t, res.Tables[0], pid, os.Getpid(), "SIGCHLD", "child_exited", ""))
+			}
+			assert.Equal(t, uint64(3), res.Events)
+			// The test's threads all live at stop: every target resolved.
+			assert.Empty(t, res.Notes)
+		})
 	}
-	assert.Equal(t, uint64(3), res.Events)
 }
 
 func TestSignalsFailedOnlyFromOnePID(t *testing.T) {
@@ -218,6 +233,42 @@ func TestAggregateResult(t *testing.T) {
 	assert.Equal(t, []string{"2", "b", "1", "a", "SIGCHLD", "child_exited", "delivered", "1"}, res.Tables[0].Rows[2])
 	assert.Equal(t, [][]string{{"SIGTERM", "4"}, {"SIGUSR1", "2"}, {"SIGCHLD", "1"}}, res.Tables[1].Rows)
 	assert.Equal(t, [][]string{{"1", "a", "2", "b", "SIGUSR1", "kill", "already_pending", "2"}}, res.Tables[2].Rows)
+}
+
+func TestToProcesses(t *testing.T) {
+	a := newAggregate()
+	a.add(Key{SenderPID: 9, TargetPID: 101, TargetComm: "app", Signal: 17, Code: 1}, 2)
+	a.add(Key{SenderPID: 9, TargetPID: 102, TargetComm: "app", Signal: 17, Code: 1}, 3)
+	a.add(Key{SenderPID: 9, TargetPID: 200, TargetComm: "gone", Signal: 15}, 1)
+	a.dropped = 4
+	tgids := map[uint32]uint32{101: 100, 102: 100}
+	var lookups int
+	b, gone := a.toProcesses(func(tid uint32, comm string) (uint32, bool) {
+		lookups++
+		tgid, ok := tgids[tid]
+		return tgid, ok
+	})
+	assert.Equal(t, 1, gone)
+	assert.Equal(t, 3, lookups)
+	assert.Equal(t, uint64(4), b.dropped)
+	assert.Equal(t, map[Key]uint64{
+		{SenderPID: 9, TargetPID: 100, TargetComm: "app", Signal: 17, Code: 1}: 5,
+		{SenderPID: 9, TargetPID: 200, TargetComm: "gone", Signal: 15}:         1,
+	}, b.counts)
+}
+
+func TestProcTgid(t *testing.T) {
+	comm, err := os.ReadFile("/proc/self/comm")
+	require.NoError(t, err)
+	name := strings.TrimSpace(string(comm))
+	tid := uint32(syscall.Gettid())
+	tgid, ok := procTgid(tid, name)
+	require.True(t, ok)
+	assert.Equal(t, uint32(os.Getpid()), tgid)
+	_, ok = procTgid(tid, name+"x")
+	assert.False(t, ok, "a thread whose name differs is another task")
+	_, ok = procTgid(0, "")
+	assert.False(t, ok)
 }
 
 func TestCodeName(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/inet"
 )
@@ -18,7 +19,7 @@ import (
 var Info = catalog.Info{
 	Name:        "tcpreset",
 	Answers:     "which TCP connections are reset, and by whom (this host or the peer)",
-	Reports:     "RSTs sent and received per flow (local and remote address:port), TCP state of the local socket, RST reason (6.10+); totals by direction and reason",
+	Reports:     "RSTs sent and received per flow (local and remote address:port), TCP state of the local socket, RST reason; totals by direction and reason. Before 6.10 only resets sent from a socket are traced (not those answering a segment no socket wants, such as a refused connect), without a reason",
 	Aliases:     []string{"tcpreset", "tcprst", "tcpresets", "tcp_reset", "connection_refused", "connection_reset"},
 	Tracepoints: []string{"tcp:tcp_send_reset", "tcp:tcp_receive_reset"},
 	Functions: []string{"tcp_v4_send_reset", "tcp_v6_send_reset", "tcp_send_active_reset", "tcp_reset",
@@ -87,7 +88,48 @@ func (o *objects) Close() error {
 type trace struct {
 	catalog.Session
 	reasons catalog.Enum
+	sees    sight
 	objs    objects
+}
+
+// sight is what this kernel's tcp:tcp_send_reset shows: 6.10 gave it its
+// own record, filled from the segment when there is no socket, with the
+// reason; before, it fired only from a socket and had no reason.
+type sight struct {
+	noSocket bool // resets sent without a socket (refused connects)
+	reasons  bool // the RST reason of sent resets
+}
+
+// kernelSight reads the record's layout from the kernel's BTF, the same
+// type the C program's CO-RE checks resolve against.
+func kernelSight(k *catalog.Kernel) sight {
+	spec, err := k.BTF()
+	if err != nil {
+		return sight{}
+	}
+	var st *btf.Struct
+	if spec.TypeByName("trace_event_raw_tcp_send_reset", &st) != nil {
+		return sight{}
+	}
+	s := sight{noSocket: true}
+	for _, m := range st.Members {
+		if m.Name == "reason" {
+			s.reasons = true
+		}
+	}
+	return s
+}
+
+func (s sight) notes() []string {
+	var n []string
+	if !s.noSocket {
+		n = append(n, "this kernel (before 6.10) traces only resets sent from a socket: "+
+			"those answering segments no socket wants (refused connects, stray segments) are not counted")
+	}
+	if !s.reasons {
+		n = append(n, "this kernel (before 6.10) gives no reason for the resets it sends")
+	}
+	return n
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
@@ -104,6 +146,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 	// Kernels before 6.10 have no enum sk_rst_reason and report no reason:
 	// numbers then never need a name.
 	t.reasons, _ = k.Enum("sk_rst_reason", "SK_RST_REASON_")
+	t.sees = kernelSight(k)
 	if err := k.Load(spec, &t.objs); err != nil {
 		return nil, fmt.Errorf("tcpreset: %w", err)
 	}
@@ -133,6 +176,7 @@ func (t *trace) collect() (*catalog.Result, error) {
 	total, err1 := catalog.SumPerCPU(t.objs.Counters, 0)
 	missed, err2 := catalog.SumPerCPU(t.objs.Counters, 1)
 	res := buildResult(t.Params, resets, total, missed, t.reasons)
+	res.Notes = append(res.Notes, t.sees.notes()...)
 	res.AddSkipped(catalog.RecursionMisses(t.objs.TpSendReset, t.objs.TpReceiveReset), "resets")
 	return res, errors.Join(readErr, err1, err2)
 }
