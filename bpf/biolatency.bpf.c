@@ -121,6 +121,29 @@ static __always_inline __u32 op_of(char c, char n)
 	return OP_OTHER;
 }
 
+/* The records as 5.10 lays them out, with the same fields but no ioprio
+ * and an 8-byte rwbs: block_bio_queue joined the block_bio class in 5.11,
+ * and block_rq_complete became the block_rq_completion class when
+ * block_rq_error joined it (5.18). Each layout gets its own program, chosen
+ * in Go from the kernel's BTF. One program reading both under
+ * bpf_core_type_exists does not work: clang merges the two branches' ctx
+ * loads into one through a chosen pointer, which the verifier refuses on a
+ * ctx, and with the reads in subprograms cilium/ebpf loses the call target
+ * when it poisons a subprogram's first instruction. */
+struct trace_event_raw_block_rq_complete___old {
+	dev_t dev;
+	sector_t sector;
+	unsigned int nr_sector;
+	int error;
+	char rwbs[8];
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_block_bio_queue___old {
+	dev_t dev;
+	sector_t sector;
+	char rwbs[8];
+} __attribute__((preserve_access_index));
+
 static __always_inline bool process_filter_set(void)
 {
 	return targ_tgid || targ_tid || targ_uid != INVALID_UID || targ_cgroup || filter_comm;
@@ -150,6 +173,13 @@ int tp_bio_queue(struct trace_event_raw_block_bio *ctx)
 	return 0;
 }
 
+SEC("tracepoint/block/block_bio_queue")
+int tp_bio_queue_old(struct trace_event_raw_block_bio_queue___old *ctx)
+{
+	remember_submitter(ctx->dev, ctx->sector, op_of(ctx->rwbs[0], ctx->rwbs[1]));
+	return 0;
+}
+
 SEC("tracepoint/block/block_rq_issue")
 int tp_rq_issue(struct trace_event_raw_block_rq *ctx)
 {
@@ -174,10 +204,9 @@ int tp_rq_issue(struct trace_event_raw_block_rq *ctx)
 	return 0;
 }
 
-SEC("tracepoint/block/block_rq_complete")
-int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
+static __always_inline int rq_complete(__u32 dev, __u64 sector, __u32 op, __u64 bytes, int error)
 {
-	struct bio_rq_key key = { .sector = ctx->sector, .dev = ctx->dev, .op = op_of(ctx->rwbs[0], ctx->rwbs[1]) };
+	struct bio_rq_key key = { .sector = sector, .dev = dev, .op = op };
 	struct bio_start *s = bpf_map_lookup_elem(&inflight, &key);
 	if (!s)
 		return 0;
@@ -185,12 +214,10 @@ int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
 	struct bio_who w = s->who;
 	bpf_map_delete_elem(&inflight, &key);
 
-	int error = ctx->error;
 	if (targ_failed && !error)
 		return 0;
 	if (delta < targ_min_ns)
 		return 0;
-	__u64 bytes = (__u64)ctx->nr_sector << 9;
 
 	struct bio_disk_key dk = { .dev = key.dev, .op = key.op };
 	struct bio_disk_stats *d = lookup_or_init(&disks, &dk, &empty_disk);
@@ -212,6 +239,20 @@ int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
 		__sync_fetch_and_add(&p->total_ns, delta);
 	}
 	return 0;
+}
+
+SEC("tracepoint/block/block_rq_complete")
+int tp_rq_complete(struct trace_event_raw_block_rq_completion *ctx)
+{
+	return rq_complete(ctx->dev, ctx->sector, op_of(ctx->rwbs[0], ctx->rwbs[1]),
+			   (__u64)ctx->nr_sector << 9, ctx->error);
+}
+
+SEC("tracepoint/block/block_rq_complete")
+int tp_rq_complete_old(struct trace_event_raw_block_rq_complete___old *ctx)
+{
+	return rq_complete(ctx->dev, ctx->sector, op_of(ctx->rwbs[0], ctx->rwbs[1]),
+			   (__u64)ctx->nr_sector << 9, ctx->error);
 }
 
 char LICENSE[] SEC("license") = "GPL";

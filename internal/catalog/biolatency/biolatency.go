@@ -94,31 +94,31 @@ const (
 // forceBioQueue makes tests take the pre-6.5 path on a new kernel.
 var forceBioQueue bool
 
-type core struct {
-	TpRqIssue    *ebpf.Program `ebpf:"tp_rq_issue"`
-	TpRqComplete *ebpf.Program `ebpf:"tp_rq_complete"`
-	biolatencyMaps
-}
-
-type withIoStart struct {
-	core
-	Submit *ebpf.Program `ebpf:"tp_io_start"`
-}
-
-type withBioQueue struct {
-	core
-	Submit *ebpf.Program `ebpf:"tp_bio_queue"`
-}
-
 type trace struct {
 	catalog.Session
-	core      core
+	maps      biolatencyMaps
+	issue     *ebpf.Program
+	complete  *ebpf.Program
 	submit    *ebpf.Program
 	submitter string
 }
 
 func (t *trace) closeObjects() error {
-	return catalog.CloseAll(t.submit, t.core.TpRqIssue, t.core.TpRqComplete, &t.core.biolatencyMaps)
+	return catalog.CloseAll(t.submit, t.issue, t.complete, &t.maps)
+}
+
+// hasType reports whether the kernel's BTF has the named type. The block
+// tracepoints' record types tell their layout: before 5.11 block_bio_queue
+// had its own (not the block_bio class), before 5.18 block_rq_complete too
+// (not block_rq_completion); the programs named *_old read those. Without
+// kernel BTF no CO-RE program loads, and the load says so.
+func hasType(k *catalog.Kernel, name string) bool {
+	spec, err := k.BTF()
+	if err != nil {
+		return true
+	}
+	_, err = spec.AnyTypeByName(name)
+	return err == nil
 }
 
 func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
@@ -135,18 +135,21 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		t.submitter = submitIoStart
 	}
 	t.Attach = "tracepoint (block_rq_issue/block_rq_complete, submitter from " + t.submitter + ")"
-	if t.submitter == submitIoStart {
-		var o withIoStart
-		err = k.Load(spec, &o)
-		t.core, t.submit = o.core, o.Submit
-	} else {
-		var o withBioQueue
-		err = k.Load(spec, &o)
-		t.core, t.submit = o.core, o.Submit
+	complete, submit := "tp_rq_complete", "tp_io_start"
+	if !hasType(k, "trace_event_raw_block_rq_completion") {
+		complete = "tp_rq_complete_old"
 	}
+	if t.submitter == submitBioQueue {
+		submit = "tp_bio_queue"
+		if !hasType(k, "trace_event_raw_block_bio") {
+			submit = "tp_bio_queue_old"
+		}
+	}
+	progs, err := k.LoadPrograms(spec, &t.maps, "tp_rq_issue", complete, submit)
 	if err != nil {
 		return nil, fmt.Errorf("biolatency: %w", err)
 	}
+	t.issue, t.complete, t.submit = progs[0], progs[1], progs[2]
 	defer func() {
 		if err != nil {
 			t.Abort()
@@ -159,8 +162,8 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		prog *ebpf.Program
 	}{
 		{t.submitter, t.submit},
-		{"block_rq_complete", t.core.TpRqComplete},
-		{"block_rq_issue", t.core.TpRqIssue},
+		{"block_rq_complete", t.complete},
+		{"block_rq_issue", t.issue},
 	} {
 		if err := t.Links.Tracepoint("block", a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("biolatency: %w", err)
@@ -171,7 +174,7 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 }
 
 func (t *trace) collect() (*catalog.Result, error) {
-	disks, procs, err := readMaps(&t.core.biolatencyMaps)
+	disks, procs, err := readMaps(&t.maps)
 	return buildResult(t.Params, disks, procs, DiskName), err
 }
 

@@ -71,22 +71,24 @@ type biolatencyBioWho struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	biolatencyMapDisks         = "disks"
-	biolatencyMapInflight      = "inflight"
-	biolatencyMapProcs         = "procs"
-	biolatencyMapSubmitters    = "submitters"
-	biolatencyProgTpBioQueue   = "tp_bio_queue"
-	biolatencyProgTpIoStart    = "tp_io_start"
-	biolatencyProgTpRqComplete = "tp_rq_complete"
-	biolatencyProgTpRqIssue    = "tp_rq_issue"
-	biolatencyVarFilterComm    = "filter_comm"
-	biolatencyVarTargCgroup    = "targ_cgroup"
-	biolatencyVarTargComm      = "targ_comm"
-	biolatencyVarTargFailed    = "targ_failed"
-	biolatencyVarTargMinNs     = "targ_min_ns"
-	biolatencyVarTargTgid      = "targ_tgid"
-	biolatencyVarTargTid       = "targ_tid"
-	biolatencyVarTargUid       = "targ_uid"
+	biolatencyMapDisks            = "disks"
+	biolatencyMapInflight         = "inflight"
+	biolatencyMapProcs            = "procs"
+	biolatencyMapSubmitters       = "submitters"
+	biolatencyProgTpBioQueue      = "tp_bio_queue"
+	biolatencyProgTpBioQueueOld   = "tp_bio_queue_old"
+	biolatencyProgTpIoStart       = "tp_io_start"
+	biolatencyProgTpRqComplete    = "tp_rq_complete"
+	biolatencyProgTpRqCompleteOld = "tp_rq_complete_old"
+	biolatencyProgTpRqIssue       = "tp_rq_issue"
+	biolatencyVarFilterComm       = "filter_comm"
+	biolatencyVarTargCgroup       = "targ_cgroup"
+	biolatencyVarTargComm         = "targ_comm"
+	biolatencyVarTargFailed       = "targ_failed"
+	biolatencyVarTargMinNs        = "targ_min_ns"
+	biolatencyVarTargTgid         = "targ_tgid"
+	biolatencyVarTargTid          = "targ_tid"
+	biolatencyVarTargUid          = "targ_uid"
 )
 
 // loadBiolatency returns the embedded CollectionSpec for biolatency.
@@ -131,10 +133,12 @@ type biolatencySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type biolatencyProgramSpecs struct {
-	TpBioQueue   *ebpf.ProgramSpec `ebpf:"tp_bio_queue"`
-	TpIoStart    *ebpf.ProgramSpec `ebpf:"tp_io_start"`
-	TpRqComplete *ebpf.ProgramSpec `ebpf:"tp_rq_complete"`
-	TpRqIssue    *ebpf.ProgramSpec `ebpf:"tp_rq_issue"`
+	TpBioQueue      *ebpf.ProgramSpec `ebpf:"tp_bio_queue"`
+	TpBioQueueOld   *ebpf.ProgramSpec `ebpf:"tp_bio_queue_old"`
+	TpIoStart       *ebpf.ProgramSpec `ebpf:"tp_io_start"`
+	TpRqComplete    *ebpf.ProgramSpec `ebpf:"tp_rq_complete"`
+	TpRqCompleteOld *ebpf.ProgramSpec `ebpf:"tp_rq_complete_old"`
+	TpRqIssue       *ebpf.ProgramSpec `ebpf:"tp_rq_issue"`
 }
 
 // biolatencyMapSpecs contains maps before they are loaded into the kernel.
@@ -214,17 +218,21 @@ type biolatencyVariables struct {
 //
 // It can be passed to loadBiolatencyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type biolatencyPrograms struct {
-	TpBioQueue   *ebpf.Program `ebpf:"tp_bio_queue"`
-	TpIoStart    *ebpf.Program `ebpf:"tp_io_start"`
-	TpRqComplete *ebpf.Program `ebpf:"tp_rq_complete"`
-	TpRqIssue    *ebpf.Program `ebpf:"tp_rq_issue"`
+	TpBioQueue      *ebpf.Program `ebpf:"tp_bio_queue"`
+	TpBioQueueOld   *ebpf.Program `ebpf:"tp_bio_queue_old"`
+	TpIoStart       *ebpf.Program `ebpf:"tp_io_start"`
+	TpRqComplete    *ebpf.Program `ebpf:"tp_rq_complete"`
+	TpRqCompleteOld *ebpf.Program `ebpf:"tp_rq_complete_old"`
+	TpRqIssue       *ebpf.Program `ebpf:"tp_rq_issue"`
 }
 
 func (p *biolatencyPrograms) Close() error {
 	return _BiolatencyClose(
 		p.TpBioQueue,
+		p.TpBioQueueOld,
 		p.TpIoStart,
 		p.TpRqComplete,
+		p.TpRqCompleteOld,
 		p.TpRqIssue,
 	)
 }
