@@ -1,12 +1,16 @@
 package pagefaults
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
 	"github.com/stretchr/testify/assert"
@@ -73,8 +77,40 @@ func TestMinorFaultsExactly(t *testing.T) {
 	}
 }
 
+// perfLinks reports whether this kernel attaches BPF programs to perf
+// events through links (5.15+), probed the way PerfEvents.Open decides:
+// a link on a disabled software event, ErrNotSupported or EINVAL meaning
+// no.
+func perfLinks(t *testing.T) bool {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.PerfEvent,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	require.NoError(t, err)
+	defer prog.Close()
+	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_PAGE_FAULTS_MIN, Sample: 1,
+		Bits: unix.PerfBitDisabled}
+	attr.Size = uint32(unsafe.Sizeof(attr))
+	fd, err := unix.PerfEventOpen(&attr, -1, 0, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
+	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
+		return false
+	}
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	return true
+}
+
 func testMinorFaults(t *testing.T, mode string) {
 	k := catalogtest.Kernel(t)
+	if mode == "bpf_link" && !perfLinks(t) {
+		// The entry falls back; the other subtest forces the same path.
+		mode = "ioctl"
+	}
 	const pages = 4096 // fast enough to exceed any perf throttling rate
 	page := os.Getpagesize()
 	mem, err := unix.Mmap(-1, 0, pages*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -138,11 +174,17 @@ func TestMajorFaultsExactly(t *testing.T) {
 	}
 
 	var sink byte
+	touch := false
 	ft := newFaultThread(t, func() {
-		for i := 0; i < pages; i++ {
+		for i := 0; touch && i < pages; i++ {
 			sink += mem[i*page]
 		}
 	})
+	// A first run without the file faults in whatever run itself touches
+	// (its stack, the rusage buffers), so the measured run faults only on
+	// the file's pages: on 5.10 that was one more minor fault.
+	ft.run()
+	touch = true
 	var got [2]int64
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{TID: ft.TID}, func() { got = ft.run() })
 	_ = sink
@@ -150,8 +192,14 @@ func TestMajorFaultsExactly(t *testing.T) {
 	t.Logf("rusage: minor %d major %d; trace: minor %d major %d", got[0], got[1], minor, major)
 	assert.Equal(t, uint64(got[0]), minor, "trace and the kernel's per-thread counter")
 	assert.Equal(t, uint64(got[1]), major)
-	assert.Equal(t, uint64(pages), major)
-	assert.Equal(t, []string{strconv.Itoa(os.Getpid()), res.Tables[1].Rows[0][1], strconv.Itoa(pages), res.Tables[1].Rows[0][3]}, res.Tables[0].Rows[0])
+	// Each page faults exactly once. Whether it counts major is the
+	// kernel's call, not the trace's: in the qemu guests one of the 64
+	// comes out minor, its page already read when the fault was counted
+	// (e.g. a retried fault that found it uptodate), in rusage and perf
+	// alike. Most must still be major, or the workload did not work.
+	assert.Equal(t, uint64(pages), major+minor, "one fault per page")
+	assert.Greater(t, major, uint64(pages/2), "the dropped pages must fault major")
+	assert.Equal(t, []string{strconv.Itoa(os.Getpid()), res.Tables[1].Rows[0][1], strconv.Itoa(int(major)), res.Tables[1].Rows[0][3]}, res.Tables[0].Rows[0])
 }
 
 // mincore reports which pages of mem are in the page cache (x/sys/unix
