@@ -46,26 +46,67 @@ func switches(t *testing.T, tid int) (n uint64, sleeping bool) {
 	return n, fields[0] == "S"
 }
 
-// awaitAsleep returns the thread's switch count once it is blocked (so it
-// is off the CPU: every later run of it is a switch-in).
-func awaitAsleep(t *testing.T, tid int) uint64 {
+// blockedIn reports whether the thread is asleep in read(fd): its
+// /proc/<tid>/syscall names the syscall it is blocked in (the number, then
+// the arguments in hex).
+func blockedIn(t *testing.T, tid, fd int) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/syscall")
+	require.NoError(t, err)
+	f := strings.Fields(string(data))
+	return len(f) > 1 && f[0] == strconv.Itoa(unix.SYS_READ) && f[1] == "0x"+strconv.FormatInt(int64(fd), 16)
+}
+
+// awaitBlocked returns the thread's switch count once it is asleep in
+// read(fd), where only a write to the pipe wakes it. Asleep alone is not
+// enough: the Go runtime parks a thread for moments on its own locks, and
+// a count taken in such a sleep is followed by a wake the trace may not
+// see (before it attached, or after it detached), one switch too many.
+func awaitBlocked(t *testing.T, tid, fd int) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n, sleeping := switches(t, tid)
-		if sleeping {
-			return n
+		if sleeping && blockedIn(t, tid, fd) {
+			// Still in the same sleep: the count is the one of this sleep.
+			if m, _ := switches(t, tid); m == n && blockedIn(t, tid, fd) {
+				return n
+			}
 		}
-		require.True(t, time.Now().Before(deadline), "thread %d never blocked", tid)
+		require.True(t, time.Now().Before(deadline), "thread %d never blocked in read(%d)", tid, fd)
 		time.Sleep(time.Millisecond)
 	}
 }
 
+// gate is a pipe a locked thread blocks on in a plain read(2), which
+// os.Pipe would turn into a netpoller park.
+type gate struct{ r, w int }
+
+func newGate(t *testing.T) gate {
+	var fds [2]int
+	require.NoError(t, unix.Pipe2(fds[:], unix.O_CLOEXEC))
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return gate{fds[0], fds[1]}
+}
+
+func (g gate) wait() {
+	var b [1]byte
+	for {
+		if _, err := unix.Read(g.r, b[:]); err != unix.EINTR {
+			return
+		}
+	}
+}
+
+func (g gate) open(t *testing.T) {
+	_, err := unix.Write(g.w, []byte{1})
+	require.NoError(t, err)
+}
+
 type contention struct {
-	tid      int
-	window   uint64 // switches of the sleeper while it slept/woke N times
-	total    uint64 // switches from before the trace to after it (an upper bound)
-	released chan struct{}
+	tid    int
+	window uint64 // switches of the sleeper while it slept/woke N times
+	total  uint64 // switches from before the trace to after it
 }
 
 const sleeps = 50
@@ -102,31 +143,32 @@ func contend(t *testing.T, k *catalog.Kernel, params func(tid int) catalog.Param
 	}
 	defer func() { stop.Store(true); spinners.Wait() }()
 
-	c := &contention{released: make(chan struct{})}
-	tidCh, begin, done := make(chan int), make(chan struct{}), make(chan uint64)
+	c := &contention{}
+	begin, release := newGate(t), newGate(t)
+	tidCh, done := make(chan int), make(chan uint64)
 	go func() {
 		pin()
 		tid := unix.Gettid()
 		tidCh <- tid
-		<-begin
+		begin.wait()
 		c0, _ := switches(t, tid)
 		for i := 0; i < sleeps; i++ {
 			require.NoError(t, unix.Nanosleep(&unix.Timespec{Nsec: 200_000}, nil))
 		}
 		c1, _ := switches(t, tid)
 		done <- c1 - c0
-		<-c.released
+		release.wait()
 	}()
 	c.tid = <-tidCh
-	before := awaitAsleep(t, c.tid)
+	before := awaitBlocked(t, c.tid, begin.r)
 	res := catalogtest.Run(t, k, Entry{}, params(c.tid), func() {
-		close(begin)
+		begin.open(t)
 		c.window = <-done
 		// Blocked again: nothing of it runs until the trace is stopped.
-		awaitAsleep(t, c.tid)
+		awaitBlocked(t, c.tid, release.r)
 	})
-	c.total = awaitAsleep(t, c.tid) - before
-	close(c.released)
+	c.total = awaitBlocked(t, c.tid, release.r) - before
+	release.open(t)
 	return res, c
 }
 
