@@ -17,9 +17,24 @@
 const volatile bool targ_failed = false;
 /* Recent kernels (6.18 here, not 6.12) pass group_dead to the tracepoint;
  * Go sets this from the kernel's BTF for tp_btf/raw_tp. Without it,
- * signal->live reaching 0 stands in: two threads of one group exiting at the
- * same instant may then both count. */
+ * signal->live reaching 0 stands in; it can read 0 in several threads of a
+ * group that exit together (exit_group), so the first of them to claim the
+ * process in `ended` counts it and the others do not. */
 const volatile bool has_group_dead_arg = false;
+
+/* A process, uniquely: pids are reused, (tgid, leader start time) is not. */
+struct proc_id {
+	__u64 start_time;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct proc_id);
+	__type(value, __u8);
+} ended SEC(".maps");
 
 struct exit_key {
 	char comm[TASK_COMM_LEN];
@@ -85,8 +100,18 @@ static __always_inline bool filter_exit(const char *comm)
 
 static __always_inline int on_exit(void *ctx, struct task_struct *task, int group_dead)
 {
-	if (group_dead < 0)
-		group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
+	if (group_dead < 0) {
+		if (BPF_CORE_READ(task, signal, live.counter) != 0)
+			return 0;
+		struct proc_id id = {
+			.start_time = BPF_CORE_READ(task, group_leader, start_time),
+			.tgid = BPF_CORE_READ(task, tgid),
+		};
+		__u8 one = 1;
+		if (bpf_map_update_elem(&ended, &id, &one, BPF_NOEXIST))
+			return 0; /* another thread of the group counted it */
+		group_dead = 1;
+	}
 	if (!group_dead)
 		return 0;
 

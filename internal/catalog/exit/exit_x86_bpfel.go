@@ -42,12 +42,20 @@ type exitHist struct {
 	Slots [27]uint32
 }
 
+type exitProcId struct {
+	_         structs.HostLayout
+	StartTime uint64
+	Tgid      uint32
+	Pad       uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	exitMapCounts          = "counts"
 	exitMapDropped         = "dropped"
+	exitMapEnded           = "ended"
 	exitMapEvents          = "events"
 	exitMapEventsPerf      = "events_perf"
 	exitMapLifetimeUs      = "lifetime_us"
@@ -121,6 +129,7 @@ type exitProgramSpecs struct {
 type exitMapSpecs struct {
 	Counts     *ebpf.MapSpec `ebpf:"counts"`
 	Dropped    *ebpf.MapSpec `ebpf:"dropped"`
+	Ended      *ebpf.MapSpec `ebpf:"ended"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	EventsPerf *ebpf.MapSpec `ebpf:"events_perf"`
 	LifetimeUs *ebpf.MapSpec `ebpf:"lifetime_us"`
@@ -166,6 +175,7 @@ func (o *exitObjects) Close() error {
 type exitMaps struct {
 	Counts     *ebpf.Map `ebpf:"counts"`
 	Dropped    *ebpf.Map `ebpf:"dropped"`
+	Ended      *ebpf.Map `ebpf:"ended"`
 	Events     *ebpf.Map `ebpf:"events"`
 	EventsPerf *ebpf.Map `ebpf:"events_perf"`
 	LifetimeUs *ebpf.Map `ebpf:"lifetime_us"`
@@ -176,6 +186,7 @@ func (m *exitMaps) Close() error {
 	return _ExitClose(
 		m.Counts,
 		m.Dropped,
+		m.Ended,
 		m.Events,
 		m.EventsPerf,
 		m.LifetimeUs,
