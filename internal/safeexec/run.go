@@ -99,11 +99,12 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
-// RunLine validates line and runs it. A refused line is not an error: it is
-// a Result with Refused, Reason and ExitCode ExitRefused, to be returned to
-// the model like any other result.
+// RunLine validates line (relative globs expanded in o.Dir) and runs it. A
+// refused line is not an error: it is a Result with Refused, Reason (the
+// refusal, naming its rule) and ExitCode ExitRefused, to be returned to the
+// model like any other result.
 func RunLine(ctx context.Context, line string, o Options) Result {
-	plan, err := Validate(line)
+	plan, err := ValidateIn(line, o.Dir)
 	if err != nil {
 		return Result{Command: line, Refused: true, Reason: err.Error(), ExitCode: ExitRefused}
 	}

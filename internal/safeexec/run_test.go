@@ -236,7 +236,11 @@ func groupMembers(t *testing.T, pgid int) []int {
 }
 
 func TestRunTimeoutKillsProcessGroup(t *testing.T) {
-	o := testOptions()
+	checkTimeoutKillsGroup(t, testOptions())
+}
+
+func checkTimeoutKillsGroup(t *testing.T, o Options) {
+	t.Helper()
 	o.Timeout = 300 * time.Millisecond
 	// The shell prints its pid (the group leader) and its background
 	// child's, then waits on a second child: three processes to kill.
@@ -354,9 +358,20 @@ func TestRunSandboxed(t *testing.T) {
 	require.Equal(t, []string{"LANG=C", "LC_ALL=C", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env,
 		"the sandbox must not pass its markers on to the tool")
 
-	o.Timeout = 300 * time.Millisecond
-	res = Run(context.Background(), one("sleep", "300"), o)
-	require.True(t, res.TimedOut)
+	// The sandbox really is in the way: a write that the unsandboxed run
+	// makes is refused, and the host is unchanged.
+	dir := t.TempDir()
+	canary := filepath.Join(dir, "canary")
+	res = Run(context.Background(), one("touch", canary), testOptions())
+	require.Equal(t, 0, res.ExitCode, res.Stderr)
+	require.NoError(t, os.Remove(canary))
+	res = Run(context.Background(), one("touch", canary), o)
+	require.NotEqual(t, 0, res.ExitCode)
+	require.NotEmpty(t, res.Stderr)
+	_, err := os.Stat(canary)
+	require.True(t, os.IsNotExist(err), "sandboxed touch created %s", canary)
+
+	checkTimeoutKillsGroup(t, o)
 }
 
 func TestRunLineRefused(t *testing.T) {
