@@ -3,6 +3,7 @@ package safeexec
 import (
 	"fmt"
 	"sync"
+	"unicode/utf8"
 )
 
 // capBuffer keeps the first and the last halves of what is written past its
@@ -64,9 +65,29 @@ func (b *capBuffer) String() string {
 	if len(tail) > b.tailMax {
 		tail = tail[len(tail)-b.tailMax:]
 	}
-	cut := b.total - int64(len(b.head)) - int64(len(tail))
-	if cut <= 0 {
-		return string(b.head) + string(tail)
+	head := b.head
+	if b.total <= int64(len(head)+len(tail)) {
+		return string(head) + string(tail)
 	}
-	return fmt.Sprintf("%s\n[... %d bytes cut ...]\n%s", b.head, cut, tail)
+	// Cut on character boundaries so the result stays valid UTF-8 where
+	// the output was (JSON would otherwise turn the halves into U+FFFD).
+	if i := lastRuneStart(head); i >= 0 && !utf8.FullRune(head[i:]) {
+		head = head[:i]
+	}
+	for k := 0; k < utf8.UTFMax-1 && len(tail) > 0 && !utf8.RuneStart(tail[0]); k++ {
+		tail = tail[1:]
+	}
+	cut := b.total - int64(len(head)) - int64(len(tail))
+	return fmt.Sprintf("%s\n[... %d bytes cut ...]\n%s", head, cut, tail)
+}
+
+// lastRuneStart is the index of the last byte of p that starts a character
+// within the last utf8.UTFMax bytes, or -1.
+func lastRuneStart(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			return i
+		}
+	}
+	return -1
 }

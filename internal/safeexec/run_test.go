@@ -195,6 +195,9 @@ func TestCapBuffer(t *testing.T) {
 		{10, []string{"01", "23", "45", "67", "89", "ab", "cd"}, "01234\n[... 4 bytes cut ...]\n9abcd", true},
 		{4, []string{"a", "bcdefghijklmnop", "q"}, "ab\n[... 13 bytes cut ...]\npq", true},
 		{1, []string{"abc"}, "a\n[... 2 bytes cut ...]\n", true},
+		// "é" is 2 bytes, "€" 3: halves never split a character.
+		{6, []string{"aaéb€x"}, "aa\n[... 6 bytes cut ...]\nx", true},
+		{6, []string{"€€€€"}, "€\n[... 6 bytes cut ...]\n€", true},
 	} {
 		b := newCapBuffer(tc.limit)
 		for _, w := range tc.writes {
@@ -388,4 +391,16 @@ func TestRunLineRefused(t *testing.T) {
 	res = RunLine(context.Background(), "uname", testOptions())
 	require.False(t, res.Refused, res.Reason)
 	require.Equal(t, "Linux\n", res.Stdout)
+
+	// As the agent runs lines: sandboxed, globs expanded in o.Dir.
+	o := DefaultOptions()
+	o.Dir = t.TempDir()
+	for _, f := range []string{"b.log", "a.log", "c.txt"} {
+		require.NoError(t, os.WriteFile(filepath.Join(o.Dir, f), []byte(f+"\n"), 0o644))
+	}
+	res = RunLine(context.Background(), "cat *.log | sort -r 2>/dev/null && uname", o)
+	require.False(t, res.Refused, res.Reason)
+	require.Empty(t, res.Error)
+	require.Equal(t, "b.log\na.log\nLinux\n", res.Stdout)
+	require.Equal(t, [][]string{{"cat", "a.log", "b.log"}, {"sort", "-r"}, {"uname"}}, res.Stages)
 }
