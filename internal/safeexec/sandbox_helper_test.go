@@ -65,12 +65,11 @@ func sandboxHelper(op string) int {
 		err = unix.DeleteModule("nannyagent_no_such_module", 0)
 	case "clock_settime":
 		// tv_nsec out of range: EINVAL if it ever got past the sandbox.
-		_, _, e := unix.Syscall(unix.SYS_CLOCK_SETTIME, unix.CLOCK_REALTIME,
-			uintptr(unsafe.Pointer(&unix.Timespec{Sec: time.Now().Unix(), Nsec: 2_000_000_000})), 0)
-		err = rawErr(e)
+		err = badClockSettime()
 	case "settimeofday":
-		_, _, e := unix.Syscall(unix.SYS_SETTIMEOFDAY,
-			uintptr(unsafe.Pointer(&unix.Timeval{Sec: time.Now().Unix(), Usec: 2_000_000})), 0, 0)
+		tv := unix.NsecToTimeval(time.Now().UnixNano())
+		tv.Usec = 2_000_000 // out of range
+		_, _, e := unix.Syscall(unix.SYS_SETTIMEOFDAY, uintptr(unsafe.Pointer(&tv)), 0, 0)
 		err = rawErr(e)
 	case "adjtimex":
 		// modes 0 only reads; the filter refuses the call whatever it asks.
@@ -268,12 +267,19 @@ func seccompOnlyHelper() int {
 		fmt.Println("setup:", err)
 		return 1
 	}
-	_, _, e := unix.Syscall(unix.SYS_CLOCK_SETTIME, unix.CLOCK_REALTIME,
-		uintptr(unsafe.Pointer(&unix.Timespec{Sec: time.Now().Unix(), Nsec: 2_000_000_000})), 0)
 	fmt.Printf("unshare=%s settime=%s killparent=%s killself=%s\n",
 		errnoName(unix.Unshare(unix.CLONE_NEWUTS)),
-		errnoName(rawErr(e)),
+		errnoName(badClockSettime()),
 		errnoName(unix.Kill(os.Getppid(), 0)),
 		errnoName(unix.Kill(os.Getpid(), 0)))
 	return 0
+}
+
+// badClockSettime asks to set the wall clock with tv_nsec out of range:
+// EINVAL if it ever got past the sandbox, so the clock never moves.
+func badClockSettime() error {
+	ts := unix.NsecToTimespec(time.Now().UnixNano())
+	ts.Nsec = 2_000_000_000
+	_, _, e := unix.Syscall(unix.SYS_CLOCK_SETTIME, unix.CLOCK_REALTIME, uintptr(unsafe.Pointer(&ts)), 0)
+	return rawErr(e)
 }
