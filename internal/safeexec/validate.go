@@ -2,10 +2,12 @@ package safeexec
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"mvdan.cc/sh/v3/syntax"
 )
@@ -66,7 +68,12 @@ const (
 	maxArgs          = 4096
 	maxGlobMetaComps = 4
 	maxItems         = 64
+	maxStages        = 32
 )
+
+// globEntryBudget is how many directory entries the globs of one line may
+// read (a variable so that tests need not create 20000 files).
+var globEntryBudget = 20000
 
 // Validate parses line and decides whether it may run. Relative globs are
 // expanded against the current directory; see ValidateIn.
@@ -86,9 +93,10 @@ func ValidateIn(line, dir string) (*Plan, error) {
 }
 
 type validator struct {
-	dir       string
-	globWords int
-	args      int
+	dir         string
+	globWords   int
+	globEntries int
+	args        int
 }
 
 func (v *validator) validate(line string) (*Plan, *Refusal) {
@@ -106,6 +114,9 @@ func (v *validator) validate(line string) (*Plan, *Refusal) {
 	}
 	if strings.TrimSpace(line) == "" {
 		return nil, refuse("syntax", "empty command line")
+	}
+	if r := backquotes(line); r != nil {
+		return nil, r
 	}
 	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(line), "")
 	if err != nil {
@@ -127,6 +138,29 @@ func (v *validator) validate(line string) (*Plan, *Refusal) {
 		return nil, refuse("length", "%d commands in one line, more than the %d allowed", len(plan.Items), maxItems)
 	}
 	return plan, nil
+}
+
+// backquotes refuses `...` substitution before parsing: the parser
+// re-parses nested backquotes, so a line of backquotes would take it
+// exponential time.
+func backquotes(line string) *Refusal {
+	sq, dq := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case sq:
+			sq = c != '\''
+		case c == '\\':
+			i++
+		case c == '\'' && !dq:
+			sq = true
+		case c == '"':
+			dq = !dq
+		case c == '`':
+			return refuse("substitution", "command substitution $(...) or `...` is not allowed")
+		}
+	}
+	return nil
 }
 
 func stmtFlags(st *syntax.Stmt) *Refusal {
@@ -201,6 +235,9 @@ func (v *validator) pipeline(st *syntax.Stmt, pl *Pipeline) *Refusal {
 		}
 		pl.Stages = append(pl.Stages, Stage{Argv: argv})
 		pl.Redirects = append(pl.Redirects, reds)
+		if len(pl.Stages) > maxStages {
+			return refuse("length", "more than %d commands in one pipeline", maxStages)
+		}
 		return nil
 	case *syntax.Subshell:
 		return refuse("subshell", "subshells ( ... ) are not allowed")
@@ -440,47 +477,118 @@ func (v *validator) expandGlob(pat string) ([]string, *Refusal) {
 	if n > maxGlobMetaComps {
 		return nil, refuse("glob", "glob %q has more than %d wildcard path components", pat, maxGlobMetaComps)
 	}
-	full := pat
-	if v.dir != "" && !filepath.IsAbs(pat) {
-		full = filepath.Join(v.dir, pat)
-	}
-	matches, err := filepath.Glob(full)
-	if err != nil {
+	if _, err := filepath.Match(pat, ""); err != nil {
 		return nil, nil // a malformed pattern stays literal, as in bash
 	}
-	if v.dir != "" && !filepath.IsAbs(pat) {
-		for i, m := range matches {
-			if rel, err := filepath.Rel(v.dir, m); err == nil {
-				matches[i] = rel
+	// Walk one component at a time, reading at most maxGlobEntries
+	// directory entries for the whole line: filepath.Glob has no bound, and
+	// /sys/*/*/*/* would keep the agent busy for seconds.
+	cands := []string{""}
+	if strings.HasPrefix(pat, "/") {
+		cands = []string{"/"}
+		comps = comps[1:]
+	}
+	for ci, comp := range comps {
+		last := ci == len(comps)-1
+		if comp == "" {
+			if !last {
+				continue
+			}
+			for i := range cands {
+				cands[i] += "/"
+			}
+			break
+		}
+		var next []string
+		if !hasMeta(comp) {
+			lit := unescapeGlob(comp)
+			for _, c := range cands {
+				next = append(next, joinGlob(c, lit))
+			}
+			cands = next
+			continue
+		}
+		for _, c := range cands {
+			names, r := v.readDir(c, pat)
+			if r != nil {
+				return nil, r
+			}
+			for _, name := range names {
+				if strings.HasPrefix(name, ".") && !strings.HasPrefix(comp, ".") {
+					continue
+				}
+				if ok, _ := filepath.Match(comp, name); ok {
+					next = append(next, joinGlob(c, name))
+				}
+			}
+			if len(next) > maxGlobMatches {
+				return nil, refuse("glob", "glob %q matches more than the %d paths allowed", pat, maxGlobMatches)
 			}
 		}
-	}
-	out := matches[:0]
-	for _, m := range matches {
-		if !hiddenMismatch(comps, strings.Split(m, "/")) {
-			out = append(out, m)
+		cands = next
+		if len(cands) == 0 {
+			return nil, nil
 		}
 	}
-	if len(out) > maxGlobMatches {
-		return nil, refuse("glob", "glob %q matches %d paths, more than the %d allowed", pat, len(out), maxGlobMatches)
+	out := cands[:0]
+	for _, c := range cands {
+		if _, err := os.Lstat(v.abs(c)); err == nil {
+			out = append(out, c)
+		}
 	}
 	sort.Strings(out)
 	return out, nil
 }
 
-// hiddenMismatch reports whether a match has a dot-file component matched
-// by a wildcard that did not start with a dot: bash leaves those out and
-// filepath.Glob does not.
-func hiddenMismatch(pat, m []string) bool {
-	if len(pat) != len(m) {
-		return false
+func (v *validator) abs(p string) string {
+	if p == "" {
+		p = "."
 	}
-	for i := range pat {
-		if hasMeta(pat[i]) && !strings.HasPrefix(pat[i], ".") && strings.HasPrefix(m[i], ".") {
-			return true
+	if v.dir != "" && !filepath.IsAbs(p) {
+		return filepath.Join(v.dir, p)
+	}
+	return p
+}
+
+func joinGlob(dir, name string) string {
+	switch dir {
+	case "":
+		return name
+	case "/":
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+func unescapeGlob(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
 		}
+		b.WriteByte(s[i])
 	}
-	return false
+	return b.String()
+}
+
+func (v *validator) readDir(dir, pat string) ([]string, *Refusal) {
+	// O_DIRECTORY|O_NONBLOCK: a candidate that is a FIFO or a terminal
+	// must neither block the validator nor be opened as a device.
+	f, err := os.OpenFile(v.abs(dir), os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil
+	}
+	defer f.Close()
+	left := globEntryBudget - v.globEntries
+	names, _ := f.Readdirnames(left + 1)
+	v.globEntries += len(names)
+	if len(names) > left {
+		return nil, refuse("glob", "glob %q reads more than %d directory entries", pat, globEntryBudget)
+	}
+	return names, nil
 }
 
 func hasMeta(s string) bool {

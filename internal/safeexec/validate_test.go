@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -740,5 +742,43 @@ func BenchmarkValidate(b *testing.B) {
 		if _, err := Validate(line); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestValidateGlobBounded: a pattern over a huge tree is cut short by the
+// directory-entry budget instead of walking it.
+func TestValidateGlobBounded(t *testing.T) {
+	defer func(b int) { globEntryBudget = b }(globEntryBudget)
+	globEntryBudget = 2000
+	dir := t.TempDir()
+	for i := 0; i < 3; i++ {
+		sub := filepath.Join(dir, "d"+itoa(i))
+		require.NoError(t, os.Mkdir(sub, 0o700))
+		for j := 0; j < 700; j++ {
+			require.NoError(t, os.WriteFile(filepath.Join(sub, "f"+itoa(j)), nil, 0o600))
+		}
+	}
+	_, err := ValidateIn(`ls */*99`, dir)
+	var r *Refusal
+	require.ErrorAs(t, err, &r)
+	require.Equal(t, "glob", r.Rule)
+	require.Contains(t, r.Reason, "directory entries")
+	require.NoError(t, syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600))
+	p, err := ValidateIn(`ls fifo/* d1/f1?9`, dir)
+	require.NoError(t, err)
+	require.Len(t, p.Items[0].Pipeline.Stages[0].Argv, 12)
+}
+
+// TestValidateHostileParse: nesting and repetition that could make a parser
+// slow are refused quickly.
+func TestValidateHostileParse(t *testing.T) {
+	for _, l := range []string{strings.Repeat("`", 200), strings.Repeat("$(", 2000), strings.Repeat("(", 5000),
+		strings.Repeat("${a:-", 2000), strings.Repeat("'", 60000), strings.Repeat(`"$(`, 3000), strings.Repeat("$((", 3000),
+		strings.Repeat("<(", 3000), strings.Repeat("cat|", 15000) + "cat", strings.Repeat("cat&&", 12000) + "cat",
+		strings.Repeat("{ ", 20000), strings.Repeat("\\`", 200), strings.Repeat("cat /etc/hosts|", 40) + "cat"} {
+		start := time.Now()
+		_, err := Validate(l)
+		require.Error(t, err, l[:10])
+		require.Less(t, time.Since(start), 2*time.Second, l[:10])
 	}
 }
