@@ -3,9 +3,11 @@ package cli
 import (
 	"fmt"
 	"os/exec"
+	"sort"
 	"strings"
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
+	"github.com/nannyagent/nannyagent/internal/safeexec"
 	"github.com/spf13/cobra"
 )
 
@@ -16,6 +18,8 @@ type checkReport struct {
 	Bpftrace catalog.Status                     `json:"bpftrace"`
 	Entries  []entryStatus                      `json:"entries"`
 	Working  int                                `json:"entries_working"`
+	// Sandbox is what each layer of the command sandbox does here.
+	Sandbox map[string]string `json:"command_sandbox"`
 }
 
 func (a *app) checkCommand() *cobra.Command {
@@ -31,7 +35,8 @@ working or not, with the reason. It exits 0 when at least one entry works,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k := catalog.NewKernel(a.log.Named("catalog"))
 			feats := k.Features()
-			rep := checkReport{Kernel: feats.Release, Features: feats.Status, Bpftrace: bpftraceStatus(), Entries: entryStatuses(k)}
+			rep := checkReport{Kernel: feats.Release, Features: feats.Status, Bpftrace: bpftraceStatus(), Entries: entryStatuses(k),
+				Sandbox: safeexec.SandboxSupport()}
 			for _, e := range rep.Entries {
 				if e.Works {
 					rep.Working++
@@ -95,4 +100,19 @@ func renderCheck(a *app, rep checkReport) {
 		e.Rows = append(e.Rows, []string{st.Name, here, st.Reason})
 	}
 	e.Render(a.stdout)
+	fmt.Fprintln(a.stdout)
+	sb := catalog.Table{Title: "command sandbox", Columns: []string{"layer", "here"}}
+	for _, layer := range sortedKeys(rep.Sandbox) {
+		sb.Rows = append(sb.Rows, []string{layer, rep.Sandbox[layer]})
+	}
+	sb.Render(a.stdout)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -77,6 +77,7 @@ func TestCheckJSON(t *testing.T) {
 	assert.Equal(t, catalog.Yes, rep.Features[catalog.FeatureTracepoint].State)
 	assert.Contains(t, rep.Features, catalog.FeatureKprobe)
 	assert.Positive(t, rep.Working)
+	assert.Contains(t, rep.Sandbox, "seccomp")
 }
 
 // A real trace through the command line: exec a uniquely named binary
