@@ -1,6 +1,7 @@
 package safeexec
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -195,8 +196,10 @@ func checkPing(args []string) *Refusal {
 			return r
 		}
 	}
-	if i, ok := p.val("-i"); ok && (strings.HasPrefix(i, "0") || strings.HasPrefix(i, ".")) && i != "0.2" && i != "0.5" {
-		return refuse("ping", "ping -i below 0.2 is not allowed")
+	if i, ok := p.val("-i"); ok {
+		if f, err := strconv.ParseFloat(i, 64); err != nil || f < 0.2 {
+			return refuse("ping", "ping -i must be a number of seconds of at least 0.2")
+		}
 	}
 	if len(p.pos) != 1 {
 		return refuse("ping", "ping needs one host")
@@ -342,6 +345,11 @@ func checkRpm(args []string) *Refusal {
 	if !strings.HasPrefix(first, "--") && strings.Trim(first[2:], "ailfcdRsip") != "" {
 		return refuse("rpm", "rpm %s: only query letters a i l f c d R s p are allowed", first)
 	}
+	for _, a := range args {
+		if strings.Contains(a, "%(") || strings.Contains(a, "%{lua") || strings.Contains(a, "%{expand") || strings.Contains(a, "%[") {
+			return refuse("rpm", "rpm macro expressions are not allowed: %%(...) runs commands")
+		}
+	}
 	o := opts{prog: "rpm", flags: "ailfcdRsp", vals: "", long: []string{"all", "info", "list", "file", "configfiles", "docfiles", "requires",
 		"provides", "whatprovides", "whatrequires", "changelog", "scripts", "last", "state", "package", "dump", "nodeps", "nofiles", "nodigest", "nosignature"},
 		longVals: []string{"qf", "queryformat"}, maxPos: -1}
@@ -367,6 +375,31 @@ func checkContainer(prog string) checker {
 		}
 		if len(args) > 0 && args[0] == "stats" && !contains(args, "--no-stream") {
 			return refuse(prog, "%s stats needs --no-stream", prog)
+		}
+		return nil
+	}
+}
+
+// checkSmartctl adds to the flag rules that -l scterc,R,W and -l
+// scttempint,N set drive parameters rather than read a log.
+func checkSmartctl(c checker) checker {
+	return func(args []string) *Refusal {
+		if r := c(args); r != nil {
+			return r
+		}
+		for i, a := range args {
+			v := ""
+			switch {
+			case (a == "-l" || a == "--log") && i+1 < len(args):
+				v = args[i+1]
+			case strings.HasPrefix(a, "--log="):
+				v = a[len("--log="):]
+			case strings.HasPrefix(a, "-l") && len(a) > 2:
+				v = a[2:]
+			}
+			if strings.HasPrefix(v, "scttempint") || strings.HasPrefix(v, "scterc,") {
+				return refuse("smartctl", "smartctl -l %s sets drive parameters", v)
+			}
 		}
 		return nil
 	}

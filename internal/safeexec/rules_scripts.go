@@ -1,6 +1,7 @@
 package safeexec
 
 import (
+	"regexp"
 	"strings"
 )
 
@@ -237,15 +238,47 @@ func checkAwk(args []string) *Refusal {
 			return r
 		}
 	}
+	for _, a := range p.pos {
+		if strings.HasPrefix(a, "/inet") {
+			return refuse("awk", "gawk /inet special files open network connections")
+		}
+	}
 	return nil
 }
 
+var awkSystemCall = regexp.MustCompile(`\bsystem\s*\(`)
+
 func awkProgram(s string) *Refusal {
+	// Belt and braces for the tokenizer: system( anywhere, even inside what
+	// looks like a string or a regex, is refused.
+	if awkSystemCall.MatchString(s) {
+		return refuse("awk", "awk program: system() runs commands")
+	}
+	budget := 16
+	return awkScan(s, 0, false, 0, false, &budget)
+}
+
+// awkScan tokenises s from i. Whether / starts a regex or divides depends
+// on the grammar; where the lexer cannot tell (after ")" or getline) both
+// readings are scanned, so a string hidden by one reading is seen by the
+// other.
+func awkScan(s string, i int, inPrint bool, depth int, operand bool, budget *int) *Refusal {
 	bad := func(format string, a ...any) *Refusal { return refuse("awk", "awk program: "+format, a...) }
-	inPrint := false // inside a print/printf statement
-	depth := 0       // parenthesis depth within it
-	operand := false // the last token ends an operand, so / is division
-	for i := 0; i < len(s); {
+	ambiguous := false
+	for i < len(s) {
+		if c := s[i]; c == '/' && ambiguous {
+			*budget--
+			if *budget < 0 {
+				return bad("too ambiguous to check")
+			}
+			// The other reading only matters where it parses.
+			if r := awkScan(s, i, inPrint, depth, !operand, budget); r != nil && !strings.Contains(r.Reason, "unterminated") {
+				return r
+			}
+		}
+		if c := s[i]; c != ' ' && c != '\t' {
+			ambiguous = false
+		}
 		c := s[i]
 		switch {
 		case c == ' ' || c == '\t' || c == '\\':
@@ -326,6 +359,7 @@ func awkProgram(s string) *Refusal {
 				depth--
 			}
 			operand = true
+			ambiguous = c == ')'
 			i++
 		case isIdent(c):
 			j := i
@@ -345,6 +379,7 @@ func awkProgram(s string) *Refusal {
 				// "cmd" | getline is refused at the pipe; getline < file reads.
 			}
 			operand = !awkKeyword[w]
+			ambiguous = w == "getline"
 		case c >= '0' && c <= '9' || c == '.':
 			for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.' || s[i] == 'e' || s[i] == 'x' || s[i] >= 'a' && s[i] <= 'f' || s[i] >= 'A' && s[i] <= 'F') {
 				i++
