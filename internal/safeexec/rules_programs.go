@@ -42,7 +42,7 @@ func checkDate(args []string) *Refusal {
 }
 
 func checkTop(args []string) *Refusal {
-	o := opts{prog: "top", flags: "bcHiSE1eh", vals: "ndpuUoOwEs", maxPos: 0}
+	o := opts{prog: "top", flags: "bcHiS1hsO", vals: "ndpuUoEew", maxPos: 0}
 	p, r := o.parse(args)
 	if r != nil {
 		return r

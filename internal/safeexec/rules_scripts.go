@@ -131,8 +131,11 @@ func sedScript(s string) *Refusal {
 		}
 		c := s[i]
 		i++
+		if c == '{' {
+			continue // a block's first command may follow at once: 1{p;q}
+		}
 		switch c {
-		case '{', '}', '=', 'd', 'D', 'g', 'G', 'h', 'H', 'n', 'N', 'p', 'P', 'x', 'z', 'F':
+		case '}', '=', 'd', 'D', 'g', 'G', 'h', 'H', 'n', 'N', 'p', 'P', 'x', 'z', 'F':
 		case '#':
 			toEOL()
 		case ':', 'b', 't', 'T', 'v':
