@@ -36,10 +36,17 @@ test: lint ## run every test (BPF tests need root; NANNYAGENT_REQUIRE_BPF=1 make
 
 fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 	@set -e; for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 			echo "fuzz $$pkg $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
-				{ echo "fuzz $$f failed in $$pkg"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+			before=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l); \
+			if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/nanny-fuzz.log 2>&1; then \
+				cat /tmp/nanny-fuzz.log; \
+				after=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l); \
+				if [ "$$after" != "$$before" ]; then echo "fuzz $$f found a failing input (saved in $$dir/testdata/fuzz/$$f)"; exit 1; fi; \
+				echo "fuzz $$f: the fuzzing engine failed without a failing input; running it once more"; \
+				$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			fi; \
 		done; done
 
 bench: ## benchmarks against bpftrace, side by side (root)
