@@ -1,16 +1,12 @@
 package pagefaults
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
 	"github.com/stretchr/testify/assert"
@@ -77,37 +73,9 @@ func TestMinorFaultsExactly(t *testing.T) {
 	}
 }
 
-// perfLinks reports whether this kernel attaches BPF programs to perf
-// events through links (5.15+), probed the way PerfEvents.Open decides:
-// a link on a disabled software event, ErrNotSupported or EINVAL meaning
-// no.
-func perfLinks(t *testing.T) bool {
-	t.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.PerfEvent,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	require.NoError(t, err)
-	defer prog.Close()
-	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_PAGE_FAULTS_MIN, Sample: 1,
-		Bits: unix.PerfBitDisabled}
-	attr.Size = uint32(unsafe.Sizeof(attr))
-	fd, err := unix.PerfEventOpen(&attr, -1, 0, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
-	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
-		return false
-	}
-	require.NoError(t, err)
-	require.NoError(t, l.Close())
-	return true
-}
-
 func testMinorFaults(t *testing.T, mode string) {
 	k := catalogtest.Kernel(t)
-	if mode == "bpf_link" && !perfLinks(t) {
+	if mode == "bpf_link" && !catalogtest.PerfLinks(t) {
 		// The entry falls back; the other subtest forces the same path.
 		mode = "ioctl"
 	}

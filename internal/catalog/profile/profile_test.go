@@ -2,7 +2,6 @@ package profile
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,9 +10,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
 	"github.com/stretchr/testify/assert"
@@ -175,39 +171,11 @@ func runSpin(t *testing.T, k *catalog.Kernel) *catalog.Result {
 	return res
 }
 
-// perfLinks reports whether this kernel attaches BPF programs to perf
-// events through links (5.15+), probed the way PerfEvents.Open decides:
-// a link on a disabled cpu-clock event, ErrNotSupported or EINVAL meaning
-// no.
-func perfLinks(t *testing.T) bool {
-	t.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.PerfEvent,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	require.NoError(t, err)
-	defer prog.Close()
-	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_CPU_CLOCK, Sample: 99,
-		Bits: unix.PerfBitDisabled | unix.PerfBitFreq}
-	attr.Size = uint32(unsafe.Sizeof(attr))
-	fd, err := unix.PerfEventOpen(&attr, -1, 0, -1, unix.PERF_FLAG_FD_CLOEXEC)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: prog, Attach: ebpf.AttachPerfEvent})
-	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
-		return false
-	}
-	require.NoError(t, err)
-	require.NoError(t, l.Close())
-	return true
-}
-
 func TestProfileFindsSpinningFunction(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	catalogtest.Supported(t, k, Entry{})
 	res := runSpin(t, k)
-	if perfLinks(t) {
+	if catalogtest.PerfLinks(t) {
 		assert.Equal(t, "perf_event (cpu-clock, BPF link)", res.Attach)
 	} else {
 		// Before 5.15 the entry falls back to the ioctl.
