@@ -1,0 +1,221 @@
+// Package sysinfo gathers the typed facts an investigation starts from:
+// the host, its resources and their use, read from procfs, sysfs and the
+// kernel log (not by parsing command output). Engines read them: the chat
+// engines as the prompt's system information, the offline engine as the
+// input of its health sweep.
+package sysinfo
+
+import "time"
+
+// Facts is one snapshot of the host. Fields that could not be read stay
+// zero and the reason is in Warnings; nothing here is fatal.
+type Facts struct {
+	CollectedAt time.Time `json:"collected_at"`
+	Hostname    string    `json:"hostname"`
+	// Distro is the PRETTY_NAME of os-release ("Debian GNU/Linux 12 (bookworm)").
+	Distro         string        `json:"distro"`
+	Kernel         string        `json:"kernel"` // uname -r
+	Arch           string        `json:"arch"`   // uname -m
+	CPUs           int           `json:"cpus"`   // online CPUs
+	Uptime         time.Duration `json:"uptime"`
+	Load           [3]float64    `json:"load"`
+	Virtualization string        `json:"virtualization,omitempty"` // "kvm", "lxc", "" when bare metal or unknown
+	InitSystem     string        `json:"init_system"`              // "systemd" when PID 1 is systemd, else PID 1's comm
+
+	// CPU is the utilisation measured over Interval (two /proc/stat reads).
+	CPU      CPUUse        `json:"cpu"`
+	Interval time.Duration `json:"interval"`
+	Memory   Memory        `json:"memory"`
+	// PSI is nil where the kernel has no pressure stall information.
+	PSI         *PSI         `json:"psi,omitempty"`
+	Filesystems []Filesystem `json:"filesystems"`
+	Disks       []Disk       `json:"disks,omitempty"`
+	Limits      Limits       `json:"limits"`
+	Network     Network      `json:"network"`
+	// TopCPU and TopMemory are the busiest processes (at most 10 each).
+	TopCPU    []Process `json:"top_cpu"`
+	TopMemory []Process `json:"top_memory"`
+	// FDHeavy are processes using most of their open-files limit (over
+	// half), worst first.
+	FDHeavy []Process `json:"fd_heavy,omitempty"`
+	// Cgroups are the cgroups with a memory or pids limit that was hit
+	// (OOM kills, max events) or is nearly reached.
+	Cgroups []Cgroup `json:"cgroups,omitempty"`
+	// FailedUnits and RestartingUnits are empty where systemd does not
+	// run; Services says why ("systemd is not PID 1").
+	FailedUnits     []Unit `json:"failed_units,omitempty"`
+	RestartingUnits []Unit `json:"restarting_units,omitempty"`
+	Services        string `json:"services,omitempty"`
+	// KernelLog holds recent kernel messages of priority warning or worse
+	// (at most 50, newest last), from /dev/kmsg.
+	KernelLog []LogLine `json:"kernel_log,omitempty"`
+	// Catalog says which trace catalog entries work on this kernel; the
+	// caller fills it (sysinfo does not load BPF).
+	Catalog  []CatalogEntry `json:"catalog,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+}
+
+type CPUUse struct {
+	// Percentages of all CPUs' time over the interval.
+	User, System, IOWait, Steal, Idle float64
+	// RunQueue is procs_running from /proc/stat (includes the reader);
+	// Blocked is procs_blocked (tasks in uninterruptible sleep).
+	RunQueue int `json:"run_queue"`
+	Blocked  int `json:"blocked"`
+}
+
+type Memory struct {
+	TotalBytes     uint64 `json:"total_bytes"`
+	AvailableBytes uint64 `json:"available_bytes"`
+	SwapTotalBytes uint64 `json:"swap_total_bytes"`
+	SwapFreeBytes  uint64 `json:"swap_free_bytes"`
+	// Major page faults and swap-ins over the interval, per second
+	// (/proc/vmstat pgmajfault, pswpin).
+	MajorFaultsPerSec float64 `json:"major_faults_per_sec"`
+	SwapInPerSec      float64 `json:"swap_in_per_sec"`
+	// OOMKills is /proc/vmstat oom_kill since boot (0 where absent).
+	OOMKills uint64 `json:"oom_kills"`
+}
+
+// PSI is /proc/pressure/{cpu,memory,io}.
+type PSI struct {
+	CPU    Pressure `json:"cpu"`
+	Memory Pressure `json:"memory"`
+	IO     Pressure `json:"io"`
+}
+
+// Pressure holds the avg10 and avg60 percentages of one resource.
+type Pressure struct {
+	SomeAvg10 float64 `json:"some_avg10"`
+	SomeAvg60 float64 `json:"some_avg60"`
+	FullAvg10 float64 `json:"full_avg10"`
+	FullAvg60 float64 `json:"full_avg60"`
+}
+
+// Filesystem is one mounted block or tmpfs filesystem (pseudo
+// filesystems such as proc, sysfs, cgroup, overlay lowers are left out).
+type Filesystem struct {
+	Mount      string `json:"mount"`
+	Device     string `json:"device"`
+	Type       string `json:"type"`
+	ReadOnly   bool   `json:"read_only"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	UsedBytes  uint64 `json:"used_bytes"`
+	AvailBytes uint64 `json:"avail_bytes"` // available to unprivileged users
+	Inodes     uint64 `json:"inodes"`      // 0 when the filesystem has no inode limit
+	InodesUsed uint64 `json:"inodes_used"`
+	InodesFree uint64 `json:"inodes_free"`
+}
+
+// Disk is one block device's activity over the interval (/proc/diskstats;
+// partitions and devices with no I/O are left out).
+type Disk struct {
+	Name          string  `json:"name"`
+	ReadsPerSec   float64 `json:"reads_per_sec"`
+	WritesPerSec  float64 `json:"writes_per_sec"`
+	ReadBytesSec  float64 `json:"read_bytes_per_sec"`
+	WriteBytesSec float64 `json:"write_bytes_per_sec"`
+	// UtilPercent is the time the device was busy; AwaitMS the mean time
+	// per completed request; InFlight the requests in flight at the end.
+	UtilPercent float64 `json:"util_percent"`
+	AwaitMS     float64 `json:"await_ms"`
+	InFlight    uint64  `json:"in_flight"`
+}
+
+// Limits are the system-wide tables that run out.
+type Limits struct {
+	FileHandles    uint64 `json:"file_handles"` // /proc/sys/fs/file-nr allocated
+	FileHandlesMax uint64 `json:"file_handles_max"`
+	Tasks          uint64 `json:"tasks"` // threads, all processes
+	Processes      uint64 `json:"processes"`
+	PIDMax         uint64 `json:"pid_max"`
+	ThreadsMax     uint64 `json:"threads_max"`
+}
+
+// Network holds counters since boot and over the interval, and the name
+// resolution check.
+type Network struct {
+	// From /proc/net/snmp and /proc/net/netstat, over the interval.
+	TCPRetransPerSec float64     `json:"tcp_retrans_per_sec"`
+	TCPOutSegsPerSec float64     `json:"tcp_out_segs_per_sec"`
+	ListenOverflows  uint64      `json:"listen_overflows"` // since boot
+	ListenDrops      uint64      `json:"listen_drops"`
+	TCPAttemptFails  uint64      `json:"tcp_attempt_fails"`
+	Interfaces       []Interface `json:"interfaces,omitempty"`
+	Resolvers        []Resolver  `json:"resolvers,omitempty"`
+	// ResolvConf is the resolv.conf path read ("/etc/resolv.conf").
+	ResolvConf string `json:"resolv_conf,omitempty"`
+}
+
+// Interface is one network interface (lo left out) with its error and
+// drop counters since boot.
+type Interface struct {
+	Name      string `json:"name"`
+	Up        bool   `json:"up"`
+	RxErrors  uint64 `json:"rx_errors"`
+	TxErrors  uint64 `json:"tx_errors"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxDropped uint64 `json:"tx_dropped"`
+}
+
+// Resolver is one nameserver of resolv.conf and whether it answered a
+// query (any answer, NXDOMAIN included, counts; a timeout or refusal
+// does not).
+type Resolver struct {
+	Address   string  `json:"address"`
+	Answered  bool    `json:"answered"`
+	Error     string  `json:"error,omitempty"`
+	LatencyMS float64 `json:"latency_ms,omitempty"`
+}
+
+// Process is one process; Cmdline is redacted and bounded.
+type Process struct {
+	PID        int     `json:"pid"`
+	Comm       string  `json:"comm"`
+	Cmdline    string  `json:"cmdline"`
+	User       string  `json:"user"`
+	State      string  `json:"state"`       // R, S, D, Z...
+	CPUPercent float64 `json:"cpu_percent"` // over the interval; 100 = one CPU
+	RSSBytes   uint64  `json:"rss_bytes"`
+	Threads    int     `json:"threads"`
+	OpenFDs    int     `json:"open_fds"`
+	FDLimit    uint64  `json:"fd_limit"` // soft RLIMIT_NOFILE
+}
+
+// Cgroup is a cgroup (v1 or v2) whose memory or pids controller shows a
+// limit hit or nearly hit.
+type Cgroup struct {
+	Path             string `json:"path"` // relative to the cgroup mount, "/system.slice/x.service"
+	MemoryLimitBytes uint64 `json:"memory_limit_bytes,omitempty"`
+	MemoryBytes      uint64 `json:"memory_bytes,omitempty"`
+	OOMKills         uint64 `json:"oom_kills,omitempty"`
+	PIDsMax          uint64 `json:"pids_max,omitempty"`
+	PIDs             uint64 `json:"pids,omitempty"`
+	PIDsMaxEvents    uint64 `json:"pids_max_events,omitempty"` // forks refused at pids.max
+}
+
+// Unit is a systemd unit.
+type Unit struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+	Restarts    int    `json:"restarts"` // NRestarts
+	Result      string `json:"result,omitempty"`
+}
+
+// LogLine is one kernel log message.
+type LogLine struct {
+	// Age is how long before CollectedAt the message was logged.
+	Age      time.Duration `json:"age"`
+	Priority int           `json:"priority"` // 0 emerg … 4 warning
+	Text     string        `json:"text"`
+}
+
+// CatalogEntry says whether a trace catalog entry runs here.
+type CatalogEntry struct {
+	Name      string `json:"name"`
+	Answers   string `json:"answers"`
+	Supported bool   `json:"supported"`
+	Reason    string `json:"reason,omitempty"`
+}
