@@ -52,6 +52,10 @@ type Reply struct {
 	// Evidence is the resolution's supporting facts (the backend calls it
 	// ebpf_evidence).
 	Evidence string `json:"ebpf_evidence,omitempty"`
+	// Findings are every problem the engine found, best supported first;
+	// the resolution is about the first. Optional: the offline engine
+	// always sends them, models may.
+	Findings []Finding `json:"findings,omitempty"`
 
 	// Notes say what Parse changed: commands or traces cut, a confidence
 	// normalised. They are not part of the wire format.
@@ -94,6 +98,20 @@ type wireReply struct {
 	ResolutionPlan json.RawMessage `json:"resolution_plan"`
 	Confidence     json.RawMessage `json:"confidence"`
 	Evidence       json.RawMessage `json:"ebpf_evidence"`
+	Findings       json.RawMessage `json:"findings"`
+}
+
+// Finding is one problem found: what, how bad, the facts that show it,
+// why it happens and how to fix it.
+type Finding struct {
+	Title string `json:"title"`
+	// Severity is "critical", "warning" or "info".
+	Severity  string   `json:"severity"`
+	Evidence  []string `json:"evidence,omitempty"`
+	RootCause string   `json:"root_cause,omitempty"`
+	Fix       []string `json:"fix,omitempty"`
+	// Confidence is "High", "Medium" or "Low".
+	Confidence string `json:"confidence,omitempty"`
 }
 
 // Parse reads one reply. It strips a code fence and text around the JSON
@@ -153,6 +171,12 @@ func Parse(content string) (Reply, error) {
 			r.Traces = r.Traces[:MaxTraces]
 		}
 	case Resolution:
+		if len(bytes.TrimSpace(w.Findings)) > 0 && string(bytes.TrimSpace(w.Findings)) != "null" {
+			if e := json.Unmarshal(w.Findings, &r.Findings); e != nil {
+				r.Notes = append(r.Notes, "findings ignored: "+e.Error())
+				r.Findings = nil
+			}
+		}
 		if strings.TrimSpace(r.RootCause) == "" {
 			return Reply{}, parseError(content, "resolution reply has no root_cause")
 		}
