@@ -39,7 +39,11 @@ type Investigation struct {
 	// JSON; a chat engine sends the error back so the model can correct
 	// itself. The loop allows one such retry.
 	ParseFailure *ParseFailure
-	Limits       Limits
+	// Final is set when a limit leaves room for one more reply only: the
+	// loop will accept a resolution and nothing else, so engines should
+	// answer with the best resolution they have.
+	Final  bool
+	Limits Limits
 }
 
 // ParseFailure is a reply the loop could not read.
