@@ -202,7 +202,7 @@ func Parse(content string) (Reply, error) {
 
 // ExtractJSON returns the JSON object in content: the inside of a ```json
 // (or bare ```) fence when there is one, else the text from the first
-// '{' to the last '}'. It returns "" when there is no object.
+// '{' to the last '}'. It returns "" when there is no '{' at all.
 func ExtractJSON(content string) string {
 	s := strings.TrimSpace(content)
 	if i := strings.Index(s, "```"); i >= 0 {
@@ -219,9 +219,13 @@ func ExtractJSON(content string) string {
 		s = strings.TrimSpace(rest)
 	}
 	start := strings.IndexByte(s, '{')
-	end := strings.LastIndexByte(s, '}')
-	if start < 0 || end < start {
+	if start < 0 {
 		return ""
+	}
+	end := strings.LastIndexByte(s, '}')
+	if end < start {
+		// A cut-off reply: let the decoder say where it ends.
+		return s[start:]
 	}
 	return s[start : end+1]
 }
