@@ -1,6 +1,7 @@
 package catalogtest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/stretchr/testify/require"
@@ -87,34 +89,102 @@ func SelfCommand(t testing.TB, env, value string) *exec.Cmd {
 
 // Thread is a goroutine locked to its own OS thread, so that a tid filter
 // selects exactly the work given to Do and nothing the Go runtime does
-// elsewhere.
+// elsewhere. Between calls it waits in read(2) on a pipe, and Do's caller
+// waits on another. A Go channel there would park the thread in the
+// scheduler, which hands its P off and, with no idle M, creates one from
+// this thread: the first touches of the new M's memory are page faults of
+// the thread that no work of the test caused. Idle tells when the thread
+// is back in its read, where it runs nothing.
 type Thread struct {
-	TID  uint32
-	work chan func()
-	done chan struct{}
+	TID          uint32
+	work         chan func()
+	done         chan struct{}
+	goR, goW     int // the thread waits on goR; Do writes goW
+	doneR, doneW int // Do's caller waits on doneR
 }
 
 // LockedThread starts a Thread; it ends with the test.
 func LockedThread(t testing.TB) *Thread {
-	th := &Thread{work: make(chan func()), done: make(chan struct{})}
+	t.Helper()
+	var goP, doneP [2]int
+	require.NoError(t, unix.Pipe2(goP[:], unix.O_CLOEXEC))
+	require.NoError(t, unix.Pipe2(doneP[:], unix.O_CLOEXEC))
+	// Buffered: a send finds no receiver parked, so it wakes no goroutine;
+	// the channels only order memory for the race detector.
+	th := &Thread{work: make(chan func(), 1), done: make(chan struct{}, 1),
+		goR: goP[0], goW: goP[1], doneR: doneP[0], doneW: doneP[1]}
 	tids := make(chan uint32)
 	go func() {
 		// Never unlocked: the thread exits with the goroutine, so no
 		// other goroutine ever runs on it.
 		runtime.LockOSThread()
+		defer unix.Close(th.doneW)
+		defer unix.Close(th.goR)
 		tids <- uint32(unix.Gettid())
-		for f := range th.work {
+		for wait(th.goR) {
+			f := <-th.work
 			f()
 			th.done <- struct{}{}
+			signal(th.doneW)
 		}
 	}()
 	th.TID = <-tids
-	t.Cleanup(func() { close(th.work) })
+	t.Cleanup(func() {
+		unix.Close(th.goW) // the thread reads EOF and exits
+		unix.Close(th.doneR)
+	})
 	return th
 }
 
 // Do runs f on the thread and waits for it.
 func (th *Thread) Do(f func()) {
 	th.work <- f
+	signal(th.goW)
+	wait(th.doneR)
 	<-th.done
+}
+
+// Idle waits until the thread is blocked in its read between two Do calls
+// (its /proc syscall file names read(2) on its pipe). From then until the
+// next Do it takes no page fault, runs no Go code and makes no system call,
+// so its counters can be read from another thread, and a trace started or
+// stopped, at a point where the thread is known to be still.
+func (th *Thread) Idle(t testing.TB) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/self/task/%d/syscall", th.TID)
+	want := fmt.Sprintf("%d 0x%x ", unix.SYS_READ, th.goR)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && strings.HasPrefix(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d not blocked in read on fd %d after 10s: %s: %q %v", th.TID, th.goR, path, b, err)
+		}
+		// Nothing announces the thread's arrival in read(2); /proc is
+		// the only witness, so poll it.
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// signal writes one byte to fd; wait reads one and reports false at EOF.
+// A goroutine blocked in them stays on its thread, in the kernel, where
+// /proc shows the call, instead of parking in the Go scheduler.
+func signal(fd int) {
+	for {
+		if _, err := unix.Write(fd, []byte{1}); err != unix.EINTR {
+			return
+		}
+	}
+}
+
+func wait(fd int) bool {
+	var b [1]byte
+	for {
+		n, err := unix.Read(fd, b[:])
+		if err != unix.EINTR {
+			return n == 1
+		}
+	}
 }
