@@ -1,0 +1,474 @@
+// Package config is the agent's configuration: one typed struct read from
+// /etc/nannyagent/config.yaml, then overridden by environment variables,
+// then by command-line flags (the CLI applies those), then validated.
+//
+// The keys, environment variables and defaults of the backend side are
+// the ones the earlier agent used, so its config files keep working.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// DefaultPath is the only file read unless --config names another.
+const DefaultPath = "/etc/nannyagent/config.yaml"
+
+// Engine providers (ai.provider).
+const (
+	ProviderAuto     = "auto"
+	ProviderOffline  = "offline"
+	ProviderOpenAI   = "openai"
+	ProviderNannyAPI = "nannyapi"
+)
+
+// Providers lists the valid values of ai.provider.
+var Providers = []string{ProviderAuto, ProviderOffline, ProviderOpenAI, ProviderNannyAPI}
+
+// Config is the whole configuration. Durations are whole seconds, as in
+// the earlier agent's files.
+type Config struct {
+	// NannyAPIURL is the backend; required by the backend commands
+	// (register, status, daemon), unused by local investigations.
+	NannyAPIURL string `yaml:"nannyapi_url"`
+	PortalURL   string `yaml:"portal_url"`
+	TokenPath   string `yaml:"token_path"`
+	// MetricsInterval and ProxmoxInterval are in seconds.
+	MetricsInterval int    `yaml:"metrics_interval"`
+	ProxmoxInterval int    `yaml:"proxmox_interval"`
+	StaticToken     string `yaml:"static_token"`
+	AgentID         string `yaml:"agent_id"`
+
+	TokenRenewalThresholdDays     int `yaml:"token_renewal_threshold_days"`
+	TokenRenewalCheckIntervalSecs int `yaml:"token_renewal_check_interval_secs"`
+	TokenRenewalRetryIntervalSecs int `yaml:"token_renewal_retry_interval_secs"`
+
+	Debug         bool          `yaml:"debug"`
+	HTTPTransport HTTPTransport `yaml:"http_transport"`
+
+	AI       AI       `yaml:"ai"`
+	Diagnose Diagnose `yaml:"diagnose"`
+	// PlaybookDir holds the offline engine's extra playbooks; a missing
+	// directory means none.
+	PlaybookDir string `yaml:"playbook_dir"`
+
+	// sources says where values that did not come from the file came
+	// from ("NANNYAGENT_AI_PROVIDER", "--engine"), so that errors name
+	// what the user has to change.
+	sources map[string]string
+}
+
+// HTTPTransport tunes the backend client. A 0 in the file means the
+// default.
+type HTTPTransport struct {
+	MaxIdleConns             int  `yaml:"max_idle_conns"`
+	MaxIdleConnsPerHost      int  `yaml:"max_idle_conns_per_host"`
+	IdleConnTimeoutSec       int  `yaml:"idle_conn_timeout_sec"`
+	ResponseHeaderTimeoutSec int  `yaml:"response_header_timeout_sec"`
+	DisableHTTP2             bool `yaml:"disable_http2"`
+	TransportResetThreshold  int  `yaml:"transport_reset_threshold"`
+	InitialRetryDelaySec     int  `yaml:"initial_retry_delay_sec"`
+	MaxRetryDelaySec         int  `yaml:"max_retry_delay_sec"`
+}
+
+// AI chooses and configures the reasoning engine.
+type AI struct {
+	// Provider is auto, offline, openai or nannyapi; auto picks openai
+	// when BaseURL is set, else offline.
+	Provider string `yaml:"provider"`
+	// BaseURL is an OpenAI-compatible endpoint ("http://127.0.0.1:11434/v1").
+	BaseURL string `yaml:"base_url"`
+	Model   string `yaml:"model"`
+	// APIKeyEnv names the environment variable holding the key; APIKeyFile
+	// is a file holding it (mode 0600 or 0400). Keys never come from argv
+	// or from the config file itself.
+	APIKeyEnv  string `yaml:"api_key_env"`
+	APIKeyFile string `yaml:"api_key_file"`
+	TimeoutSec int    `yaml:"timeout_sec"`
+}
+
+// Diagnose bounds an investigation.
+type Diagnose struct {
+	MaxRounds         int `yaml:"max_rounds"`
+	MaxWallSec        int `yaml:"max_wall_sec"`
+	RoundBudgetSec    int `yaml:"round_budget_sec"`
+	CommandTimeoutSec int `yaml:"command_timeout_sec"`
+	// ContextBytes is the budget of one round's results sent to a chat
+	// engine.
+	ContextBytes int `yaml:"context_bytes"`
+}
+
+// Defaults returns the configuration used when nothing is set.
+func Defaults() *Config {
+	return &Config{
+		PortalURL:                     "https://nannyai.dev",
+		TokenPath:                     "/var/lib/nannyagent/token.json",
+		MetricsInterval:               30,
+		ProxmoxInterval:               300,
+		TokenRenewalThresholdDays:     7,
+		TokenRenewalCheckIntervalSecs: 21600,
+		TokenRenewalRetryIntervalSecs: 3600,
+		HTTPTransport:                 defaultHTTPTransport(),
+		AI:                            defaultAI(),
+		Diagnose:                      defaultDiagnose(),
+		PlaybookDir:                   "/etc/nannyagent/playbooks.d",
+	}
+}
+
+func defaultHTTPTransport() HTTPTransport {
+	return HTTPTransport{
+		MaxIdleConns: 10, MaxIdleConnsPerHost: 5, IdleConnTimeoutSec: 30, ResponseHeaderTimeoutSec: 30,
+		TransportResetThreshold: 3, InitialRetryDelaySec: 30, MaxRetryDelaySec: 1800,
+	}
+}
+
+func defaultAI() AI { return AI{Provider: ProviderAuto, TimeoutSec: 120} }
+
+func defaultDiagnose() Diagnose {
+	return Diagnose{MaxRounds: 8, MaxWallSec: 600, RoundBudgetSec: 120, CommandTimeoutSec: 10, ContextBytes: 32 << 10}
+}
+
+// fillZeroDefaults applies the rule of the earlier agent: a 0 in the
+// http_transport block, or a renewal value of 0 or less, means the
+// default.
+func (c *Config) fillZeroDefaults() {
+	d := defaultHTTPTransport()
+	h := &c.HTTPTransport
+	for _, p := range []struct {
+		v   *int
+		def int
+	}{
+		{&h.MaxIdleConns, d.MaxIdleConns}, {&h.MaxIdleConnsPerHost, d.MaxIdleConnsPerHost},
+		{&h.IdleConnTimeoutSec, d.IdleConnTimeoutSec}, {&h.ResponseHeaderTimeoutSec, d.ResponseHeaderTimeoutSec},
+		{&h.TransportResetThreshold, d.TransportResetThreshold}, {&h.InitialRetryDelaySec, d.InitialRetryDelaySec},
+		{&h.MaxRetryDelaySec, d.MaxRetryDelaySec},
+	} {
+		if *p.v == 0 {
+			*p.v = p.def
+		}
+	}
+	def := Defaults()
+	if c.TokenRenewalThresholdDays <= 0 {
+		c.TokenRenewalThresholdDays = def.TokenRenewalThresholdDays
+	}
+	if c.TokenRenewalCheckIntervalSecs <= 0 {
+		c.TokenRenewalCheckIntervalSecs = def.TokenRenewalCheckIntervalSecs
+	}
+	if c.TokenRenewalRetryIntervalSecs <= 0 {
+		c.TokenRenewalRetryIntervalSecs = def.TokenRenewalRetryIntervalSecs
+	}
+}
+
+// SetFrom records that key's value came from source (an environment
+// variable or a flag), for error messages.
+func (c *Config) SetFrom(key, source string) {
+	if c.sources == nil {
+		c.sources = map[string]string{}
+	}
+	c.sources[key] = source
+}
+
+// Source says where key's value came from: a flag, an environment
+// variable, or "" for the file or the default.
+func (c *Config) Source(key string) string { return c.sources[key] }
+
+// EnvVar is one environment override.
+type EnvVar struct {
+	Name string
+	Key  string
+	set  func(c *Config, v string) error
+}
+
+// EnvVars are the environment variables read after the file, in the
+// order they are applied.
+var EnvVars = []EnvVar{
+	{"NANNYAPI_URL", "nannyapi_url", func(c *Config, v string) error { c.NannyAPIURL = v; return nil }},
+	{"NANNYAI_PORTAL_URL", "portal_url", func(c *Config, v string) error { c.PortalURL = v; return nil }},
+	{"TOKEN_PATH", "token_path", func(c *Config, v string) error { c.TokenPath = v; return nil }},
+	{"NANNYAI_STATIC_TOKEN", "static_token", func(c *Config, v string) error { c.StaticToken = v; return nil }},
+	{"NANNYAI_AGENT_ID", "agent_id", func(c *Config, v string) error { c.AgentID = v; return nil }},
+	{"DEBUG", "debug", func(c *Config, v string) error {
+		// DEBUG is a common name other tools set to their own values
+		// ("express:*"); only the earlier agent's true/1 (and their
+		// opposites) mean something here.
+		switch strings.ToLower(v) {
+		case "true", "1":
+			c.Debug = true
+		case "false", "0":
+			c.Debug = false
+		}
+		return nil
+	}},
+	{"NANNYAGENT_AI_PROVIDER", "ai.provider", func(c *Config, v string) error { c.AI.Provider = v; return nil }},
+}
+
+// ApplyEnv overrides the configuration with the environment variables
+// that are set and not empty; getenv is os.Getenv outside tests.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	for _, e := range EnvVars {
+		v := getenv(e.Name)
+		if v == "" {
+			continue
+		}
+		if err := e.set(c, v); err != nil {
+			return fmt.Errorf("%s=%q: %w", e.Name, v, err)
+		}
+		c.SetFrom(e.Key, e.Name)
+	}
+	return nil
+}
+
+// Load reads path (strictly: an unknown key is an error), applies the
+// environment, and validates. A missing file is an error only when
+// explicit (the user named it); the default file may be absent.
+func Load(path string, explicit bool) (*Config, error) {
+	return load(path, explicit, os.Getenv)
+}
+
+func load(path string, explicit bool, getenv func(string) string) (*Config, error) {
+	c := Defaults()
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if c, err = Parse(data, path); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("config file %s does not exist", path)
+	default:
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	if err := c.ApplyEnv(getenv); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ValidationError lists every problem found, one per line.
+type ValidationError struct{ Problems []string }
+
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		return e.Problems[0]
+	}
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+type validator struct {
+	c        *Config
+	problems []string
+}
+
+// bad records a problem with key: its value, where it came from when not
+// the file, and what is allowed.
+func (v *validator) bad(key string, value any, want string) {
+	src := ""
+	if s := v.c.Source(key); s != "" {
+		src = " (from " + s + ")"
+	}
+	if s, ok := value.(string); ok {
+		value = fmt.Sprintf("%q", truncate(s, 80))
+	}
+	v.problems = append(v.problems, fmt.Sprintf("%s %v%s: %s", key, value, src, want))
+}
+
+func (v *validator) intRange(key string, n, lo, hi int, unit string) {
+	if n < lo || n > hi {
+		v.bad(key, n, fmt.Sprintf("must be %d to %d%s", lo, hi, unit))
+	}
+}
+
+// Validate checks every value; the error names each bad key, its value
+// and what is allowed.
+func (c *Config) Validate() error {
+	v := &validator{c: c}
+	if c.NannyAPIURL != "" {
+		v.httpURL("nannyapi_url", c.NannyAPIURL, 2048)
+	}
+	if c.PortalURL != "" {
+		v.httpURL("portal_url", c.PortalURL, 2048)
+	}
+	v.absPath("token_path", c.TokenPath)
+	v.intRange("metrics_interval", c.MetricsInterval, 5, 604800, " seconds")
+	v.intRange("proxmox_interval", c.ProxmoxInterval, 5, 604800, " seconds")
+	if c.StaticToken != "" && (!strings.HasPrefix(c.StaticToken, "nsk_") || len(c.StaticToken) < 5 || len(c.StaticToken) > 512) {
+		// Never echo a token, even a malformed one.
+		v.problems = append(v.problems, fmt.Sprintf("static_token (%d characters%s): must start with nsk_ and be 5 to 512 characters",
+			len(c.StaticToken), v.from("static_token")))
+	}
+	if c.AgentID != "" {
+		if strings.TrimSpace(c.AgentID) == "" {
+			v.bad("agent_id", c.AgentID, "must not be blank")
+		} else if len(c.AgentID) > 256 {
+			v.bad("agent_id", c.AgentID, fmt.Sprintf("must be at most 256 characters (it has %d)", len(c.AgentID)))
+		}
+	}
+	v.intRange("token_renewal_threshold_days", c.TokenRenewalThresholdDays, 1, 365, " days")
+	v.intRange("token_renewal_check_interval_secs", c.TokenRenewalCheckIntervalSecs, 1, 2592000, " seconds")
+	v.intRange("token_renewal_retry_interval_secs", c.TokenRenewalRetryIntervalSecs, 1, 2592000, " seconds")
+
+	h := c.HTTPTransport
+	v.intRange("http_transport.max_idle_conns", h.MaxIdleConns, 0, 1000, "")
+	if h.MaxIdleConnsPerHost < 0 || h.MaxIdleConnsPerHost > h.MaxIdleConns {
+		v.bad("http_transport.max_idle_conns_per_host", h.MaxIdleConnsPerHost,
+			fmt.Sprintf("must be 0 to max_idle_conns (%d)", h.MaxIdleConns))
+	}
+	v.intRange("http_transport.idle_conn_timeout_sec", h.IdleConnTimeoutSec, 0, 3600, " seconds")
+	v.intRange("http_transport.response_header_timeout_sec", h.ResponseHeaderTimeoutSec, 0, 300, " seconds")
+	v.intRange("http_transport.transport_reset_threshold", h.TransportResetThreshold, 1, 100, "")
+	v.intRange("http_transport.initial_retry_delay_sec", h.InitialRetryDelaySec, 1, 86400, " seconds")
+	if h.MaxRetryDelaySec < h.InitialRetryDelaySec || h.MaxRetryDelaySec > 86400 {
+		v.bad("http_transport.max_retry_delay_sec", h.MaxRetryDelaySec,
+			fmt.Sprintf("must be initial_retry_delay_sec (%d) to 86400 seconds", h.InitialRetryDelaySec))
+	}
+
+	c.validateAI(v)
+
+	d := c.Diagnose
+	v.intRange("diagnose.max_rounds", d.MaxRounds, 1, 50, "")
+	v.intRange("diagnose.max_wall_sec", d.MaxWallSec, 10, 86400, " seconds")
+	if d.RoundBudgetSec < 5 || d.RoundBudgetSec > 3600 || d.RoundBudgetSec > d.MaxWallSec {
+		v.bad("diagnose.round_budget_sec", d.RoundBudgetSec,
+			fmt.Sprintf("must be 5 to 3600 seconds and at most diagnose.max_wall_sec (%d)", d.MaxWallSec))
+	}
+	if d.CommandTimeoutSec < 1 || d.CommandTimeoutSec > 600 || d.CommandTimeoutSec > d.RoundBudgetSec {
+		v.bad("diagnose.command_timeout_sec", d.CommandTimeoutSec,
+			fmt.Sprintf("must be 1 to 600 seconds and at most diagnose.round_budget_sec (%d)", d.RoundBudgetSec))
+	}
+	v.intRange("diagnose.context_bytes", d.ContextBytes, 4096, 1<<20, " bytes")
+	v.absPath("playbook_dir", c.PlaybookDir)
+
+	if len(v.problems) > 0 {
+		return &ValidationError{Problems: v.problems}
+	}
+	return nil
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (c *Config) validateAI(v *validator) {
+	a := c.AI
+	valid := false
+	for _, p := range Providers {
+		valid = valid || a.Provider == p
+	}
+	if !valid {
+		v.bad("ai.provider", a.Provider, "must be one of "+strings.Join(Providers, ", "))
+	}
+	if a.BaseURL != "" {
+		if v.httpURL("ai.base_url", a.BaseURL, 2048) && hasUser(a.BaseURL) {
+			u, _ := url.Parse(a.BaseURL)
+			v.bad("ai.base_url", u.Redacted(), "must not carry credentials: name the key's variable in ai.api_key_env or its file in ai.api_key_file")
+		}
+		if strings.TrimSpace(a.Model) == "" {
+			v.bad("ai.model", a.Model, "must be set with ai.base_url: the model the endpoint serves (llama3.1:8b for Ollama, gpt-4o-mini for OpenAI)")
+		}
+	} else if a.Provider == ProviderOpenAI {
+		v.bad("ai.provider", a.Provider, "needs ai.base_url (an OpenAI-compatible endpoint such as http://127.0.0.1:11434/v1)")
+	}
+	if len(a.Model) > 256 {
+		v.bad("ai.model", a.Model, "must be at most 256 characters")
+	}
+	if a.APIKeyEnv != "" && !envName.MatchString(a.APIKeyEnv) {
+		v.bad("ai.api_key_env", a.APIKeyEnv, "must be the name of an environment variable (letters, digits, _; not starting with a digit)")
+	}
+	if a.APIKeyEnv != "" && a.APIKeyFile != "" {
+		v.bad("ai.api_key_file", a.APIKeyFile, "set either ai.api_key_env or ai.api_key_file, not both")
+	}
+	if a.APIKeyFile != "" {
+		if !filepath.IsAbs(a.APIKeyFile) {
+			v.bad("ai.api_key_file", a.APIKeyFile, "must be an absolute path")
+		} else if err := checkKeyFile(a.APIKeyFile); err != nil {
+			v.bad("ai.api_key_file", a.APIKeyFile, err.Error())
+		}
+	}
+	v.intRange("ai.timeout_sec", a.TimeoutSec, 1, 3600, " seconds")
+}
+
+// checkKeyFile refuses a key file others can read or write: a key another
+// user can read has leaked, and one they can write lets them redirect the
+// agent's traffic to an account of theirs.
+func checkKeyFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return errors.New("does not exist")
+		}
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return errors.New("is not a regular file")
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("has mode %04o, which lets other users read or write it; it must be 0600 or 0400 (chmod 600 %s)", perm, path)
+	}
+	return nil
+}
+
+func (v *validator) from(key string) string {
+	if s := v.c.Source(key); s != "" {
+		return ", from " + s
+	}
+	return ""
+}
+
+func hasUser(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.User != nil
+}
+
+// httpURL reports whether s is a usable http(s) URL, recording why not.
+func (v *validator) httpURL(key, s string, max int) bool {
+	if len(s) > max {
+		v.bad(key, s, fmt.Sprintf("must be at most %d characters (it has %d)", max, len(s)))
+		return false
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if err == nil {
+			s = u.Redacted() // never echo a password
+		}
+		v.bad(key, s, "must be an http:// or https:// URL with a host")
+		return false
+	}
+	return true
+}
+
+func (v *validator) absPath(key, p string) {
+	switch {
+	case p == "" || !filepath.IsAbs(p):
+		v.bad(key, p, "must be an absolute path")
+	case len(p) > 4096:
+		v.bad(key, p, fmt.Sprintf("must be at most 4096 characters (it has %d)", len(p)))
+	}
+}
+
+// RequireBackend reports whether the backend commands can run: they need
+// nannyapi_url.
+func (c *Config) RequireBackend() error {
+	if c.NannyAPIURL == "" {
+		return errors.New("nannyapi_url is not set: set it in the config file, with NANNYAPI_URL or with --api-url")
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a character boundary.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
