@@ -21,6 +21,9 @@ type Facts struct {
 	Load           [3]float64    `json:"load"`
 	Virtualization string        `json:"virtualization,omitempty"` // "kvm", "lxc", "" when bare metal or unknown
 	InitSystem     string        `json:"init_system"`              // "systemd" when PID 1 is systemd, else PID 1's comm
+	// Addresses are the private (RFC 1918, ULA) addresses of the
+	// interfaces that are up, as "10.0.0.5 (eth0)".
+	Addresses []string `json:"addresses,omitempty"`
 
 	// CPU is the utilisation measured over Interval (two /proc/stat reads).
 	CPU      CPUUse        `json:"cpu"`
@@ -47,7 +50,9 @@ type Facts struct {
 	RestartingUnits []Unit `json:"restarting_units,omitempty"`
 	Services        string `json:"services,omitempty"`
 	// KernelLog holds recent kernel messages of priority warning or worse
-	// (at most 50, newest last), from /dev/kmsg.
+	// (at most 50, newest last), from /dev/kmsg. The stack frames and
+	// registers of oops and warning dumps are left out: one dump is dozens
+	// of records and would push out the messages that say what happened.
 	KernelLog []LogLine `json:"kernel_log,omitempty"`
 	// Catalog says which trace catalog entries work on this kernel; the
 	// caller fills it (sysinfo does not load BPF).
@@ -56,8 +61,13 @@ type Facts struct {
 }
 
 type CPUUse struct {
-	// Percentages of all CPUs' time over the interval.
-	User, System, IOWait, Steal, Idle float64
+	// Percentages of all CPUs' time over the interval (User includes
+	// nice, System includes hard and soft interrupts).
+	User   float64 `json:"user"`
+	System float64 `json:"system"`
+	IOWait float64 `json:"iowait"`
+	Steal  float64 `json:"steal"`
+	Idle   float64 `json:"idle"`
 	// RunQueue is procs_running from /proc/stat (includes the reader);
 	// Blocked is procs_blocked (tasks in uninterruptible sleep).
 	RunQueue int `json:"run_queue"`
@@ -108,7 +118,8 @@ type Filesystem struct {
 }
 
 // Disk is one block device's activity over the interval (/proc/diskstats;
-// partitions and devices with no I/O are left out).
+// partitions, and devices with neither I/O nor requests in flight, are
+// left out).
 type Disk struct {
 	Name          string  `json:"name"`
 	ReadsPerSec   float64 `json:"reads_per_sec"`
@@ -159,11 +170,13 @@ type Interface struct {
 }
 
 // Resolver is one nameserver of resolv.conf and whether it answered a
-// query (any answer, NXDOMAIN included, counts; a timeout or refusal
-// does not).
+// query (any answer, NXDOMAIN and SERVFAIL included, counts; a timeout,
+// an ICMP refusal or a REFUSED answer does not).
 type Resolver struct {
-	Address   string  `json:"address"`
-	Answered  bool    `json:"answered"`
+	Address  string `json:"address"`
+	Answered bool   `json:"answered"`
+	// Rcode is the answer's response code ("NOERROR", "SERVFAIL"...).
+	Rcode     string  `json:"rcode,omitempty"`
 	Error     string  `json:"error,omitempty"`
 	LatencyMS float64 `json:"latency_ms,omitempty"`
 }
@@ -185,13 +198,18 @@ type Process struct {
 // Cgroup is a cgroup (v1 or v2) whose memory or pids controller shows a
 // limit hit or nearly hit.
 type Cgroup struct {
-	Path             string `json:"path"` // relative to the cgroup mount, "/system.slice/x.service"
+	Path             string `json:"path"`    // relative to the cgroup mount, "/system.slice/x.service"
+	Version          int    `json:"version"` // 1 or 2
 	MemoryLimitBytes uint64 `json:"memory_limit_bytes,omitempty"`
-	MemoryBytes      uint64 `json:"memory_bytes,omitempty"`
-	OOMKills         uint64 `json:"oom_kills,omitempty"`
-	PIDsMax          uint64 `json:"pids_max,omitempty"`
-	PIDs             uint64 `json:"pids,omitempty"`
-	PIDsMaxEvents    uint64 `json:"pids_max_events,omitempty"` // forks refused at pids.max
+	// MemoryBytes is the usage; near the limit it is the usage less the
+	// inactive file cache, which the kernel reclaims before any OOM kill.
+	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
+	// OOMKills counts the processes of this cgroup killed by the OOM
+	// killer (memory.events.local where the kernel has it).
+	OOMKills      uint64 `json:"oom_kills,omitempty"`
+	PIDsMax       uint64 `json:"pids_max,omitempty"`
+	PIDs          uint64 `json:"pids,omitempty"`
+	PIDsMaxEvents uint64 `json:"pids_max_events,omitempty"` // forks refused at pids.max
 }
 
 // Unit is a systemd unit.
