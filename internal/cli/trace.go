@@ -172,7 +172,9 @@ func (a *app) traceRun(cmd *cobra.Command, names string, f runFlags) error {
 	} else if !f.asJSON {
 		fmt.Fprintf(a.stderr, "tracing %s for %s...\n", names, catalog.ClampDuration(p.Duration))
 	}
-	outs := runner.Run(cmd.Context(), k, jobs, progress)
+	ctx, stop := a.interruptible(cmd.Context())
+	defer stop()
+	outs := runner.Run(ctx, k, jobs, progress)
 	if progress != nil {
 		fmt.Fprint(a.stderr, "\r\033[K")
 	}
