@@ -178,10 +178,11 @@ func (c *collector) filesystems(mounts []mountInfo) []Filesystem {
 		err error
 	}
 	results := make(chan result, len(sel))
+	statfs := statfsFunc
 	for i, m := range sel {
 		go func() {
 			var st unix.Statfs_t
-			err := statfsFunc(c.path(m.Mount), &st)
+			err := statfs(c.path(m.Mount), &st)
 			results <- result{i, st, err}
 		}()
 	}
