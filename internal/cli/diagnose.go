@@ -218,12 +218,9 @@ func (a *app) investigate(ctx context.Context, s *session, issue string, showPro
 		facts.Catalog = s.catalog
 	}
 	if pr != nil {
-		pr.line(fmt.Sprintf("✓ facts collected (%s)%s", time.Since(start).Round(100*time.Millisecond), factsSummary(facts)))
+		pr.finish(fmt.Sprintf("✓ facts collected (%s)%s", time.Since(start).Round(100*time.Millisecond), factsSummary(facts)))
 	}
 	if err := ctx.Err(); err != nil {
-		if pr != nil {
-			pr.line("cancelled")
-		}
 		return nil, err
 	}
 	d := s.cfg.Diagnose

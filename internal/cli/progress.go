@@ -79,6 +79,14 @@ func (p *progress) lineLocked(s string) {
 	}
 }
 
+// finish replaces the transient line with a permanent one.
+func (p *progress) finish(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.endTransientLocked()
+	p.lineLocked(s)
+}
+
 // transient shows s in place on a terminal; elsewhere it is one line.
 func (p *progress) transient(s string) {
 	p.mu.Lock()
@@ -133,14 +141,16 @@ func (p *progress) event(e diagnose.Event) {
 		p.traces, p.traceFrom, p.lastEvts = e.Text, time.Now(), 0
 		p.transientLocked(fmt.Sprintf("  tracing %s…", e.Text))
 	case diagnose.EventTraceProgress:
-		p.lastEvts = e.Trace.Events
+		// The runner's last report, after the traces stopped, may count
+		// nothing; the most seen is what was gathered.
+		p.lastEvts = max(p.lastEvts, e.Trace.Events)
 		if p.live {
 			left := e.Trace.Total - e.Trace.Elapsed
 			if left < 0 {
 				left = 0
 			}
 			secs := int((left + time.Second - 1) / time.Second)
-			p.transientLocked(fmt.Sprintf("  tracing %s… %ds left, %d events (Ctrl-C cancels)", p.traces, secs, e.Trace.Events))
+			p.transientLocked(fmt.Sprintf("  tracing %s… %ds left, %d events (Ctrl-C cancels)", p.traces, secs, p.lastEvts))
 		}
 	case diagnose.EventTraceDone:
 		p.endTransientLocked()
