@@ -82,15 +82,23 @@ func (a *app) newSession(engineFlag string) (*session, error) {
 // root, from what the sandbox reports about this kernel.
 func (a *app) notRootNotice() {
 	sb := safeexec.SandboxSupport()
-	fmt.Fprintf(a.stderr, `nannyagent: not running as root, so this investigation is limited:
-  - kernel traces (eBPF) need root: the engine's trace requests are answered "needs root";
-  - commands still run, allowlisted and read-only by rule, in the sandbox without its
+	commands := fmt.Sprintf(`  - commands still run, allowlisted and read-only by rule, in the sandbox without its
     private read-only mount namespace (that needs root); what remains is
     Landlock (%s), seccomp (%s) and no_new_privs;
-  - system facts are collected, but other users' processes (their open files and limits)
+`, sb["landlock"], sb["seccomp"])
+	if strings.HasPrefix(sb["landlock"], "unavailable") {
+		// Without Landlock and without read-only mounts nothing would
+		// stop a write, so the sandbox refuses to run commands at all.
+		commands = fmt.Sprintf(`  - commands are refused: read-only mounts need root and Landlock is %s,
+    so nothing would stop a write;
+`, sb["landlock"])
+	}
+	fmt.Fprint(a.stderr, `nannyagent: not running as root, so this investigation is limited:
+  - kernel traces (eBPF) need root: the engine's trace requests are answered "needs root";
+`+commands+`  - system facts are collected, but other users' processes (their open files and limits)
     are hidden from a normal user.
   Run it with sudo for a full investigation.
-`, sb["landlock"], sb["seccomp"])
+`)
 }
 
 // checkIssue trims the issue and refuses what cannot be an issue.
