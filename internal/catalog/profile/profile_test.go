@@ -2,10 +2,12 @@ package profile
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -20,26 +22,29 @@ import (
 const spinEnv = "NANNYAGENT_PROFILE_SPIN"
 
 // TestMain turns the test binary into the profiled workload when spinEnv
-// is set: once a line arrives on its stdin (the trace is attached), it
-// burns spinEnv's worth of CPU time in profileSpinTarget, says "done" with
-// the CPU time the spin took in nanoseconds, and stays alive until its
-// stdin closes, so the profiler can still read its maps and binary when it
+// is set: after a line on its stdin (the trace is attached) it spins in
+// profileSpinTarget until a second line comes, says "done" with the CPU
+// time the spin took in nanoseconds, and stays alive until its stdin
+// closes, so the profiler can still read its maps and binary when it
 // stops.
 func TestMain(m *testing.M) {
-	if d := os.Getenv(spinEnv); d != "" {
-		budget, err := time.ParseDuration(d)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
+	if os.Getenv(spinEnv) != "" {
 		in := bufio.NewReader(os.Stdin)
 		if _, err := in.ReadString('\n'); err != nil {
 			os.Exit(0)
 		}
+		var stop atomic.Bool
+		eof := make(chan struct{})
+		go func() {
+			_, _ = in.ReadString('\n')
+			stop.Store(true)
+			_, _ = io.Copy(io.Discard, in)
+			close(eof)
+		}()
 		begin := cpuTime()
-		profileSpinTarget(begin + budget)
+		profileSpinTarget(&stop)
 		fmt.Println("done", int64(cpuTime()-begin))
-		_, _ = in.ReadString('\n')
+		<-eof
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -48,12 +53,12 @@ func TestMain(m *testing.M) {
 var spinSink uint64
 
 // profileSpinTarget is the function the profile must find on top; it
-// spins until the process has used until of CPU time.
+// spins until stop.
 //
 //go:noinline
-func profileSpinTarget(until time.Duration) {
+func profileSpinTarget(stop *atomic.Bool) {
 	x := uint64(1)
-	for cpuTime() < until {
+	for !stop.Load() {
 		for i := 0; i < 1_000_000; i++ {
 			x = x*6364136223846793005 + 1442695040888963407
 		}
@@ -118,19 +123,27 @@ func FuzzParseMaps(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) { parseMaps(s) })
 }
 
-// spinChild starts the test binary, waiting to burn budget of CPU time.
-// spin (the workload) lets it go and returns once it is done, still alive,
-// with the CPU time the spin used; end ends it.
-func spinChild(t *testing.T, budget time.Duration) (pid int, spin func() time.Duration, end func()) {
-	cmd := catalogtest.SelfCommand(t, spinEnv, budget.String())
+// spinChild starts the test binary, waiting to spin. spin (the workload)
+// lets it go, stops it once enough() and returns the CPU time the spin
+// used, the child still alive; end ends it.
+func spinChild(t *testing.T) (pid int, spin func(enough func() bool) time.Duration, end func()) {
+	cmd := catalogtest.SelfCommand(t, spinEnv, "1")
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return cmd.Process.Pid, func() time.Duration {
+	return cmd.Process.Pid, func(enough func() bool) time.Duration {
 			_, err := io.WriteString(stdin, "go\n")
+			require.NoError(t, err)
+			deadline := time.Now().Add(time.Minute)
+			for !enough() {
+				require.False(t, time.Now().After(deadline), "the spin did not get enough samples in a minute")
+				// Nothing announces a sample of one process; poll.
+				time.Sleep(10 * time.Millisecond)
+			}
+			_, err = io.WriteString(stdin, "stop\n")
 			require.NoError(t, err)
 			line, err := bufio.NewReader(stdout).ReadString('\n')
 			require.NoError(t, err)
@@ -144,22 +157,104 @@ func spinChild(t *testing.T, budget time.Duration) (pid int, spin func() time.Du
 		}
 }
 
+// clockSampler is a second set of the entry's events (cpu-clock at the
+// same frequency on every CPU) whose samples, with their pid, go to ring
+// buffers the test reads: the reference the trace's count is held to.
+// CPU time is no such reference: under qemu without KVM a vCPU runs in
+// slices, its guest clock and the child's CPU time go on between them,
+// and a timer that expired meanwhile fires once when the vCPU runs again
+// (1.07 s of CPU drew 39 samples at 99 Hz on a busy host). The
+// reference's timers are the same kind on the same CPUs, so they come
+// late and merge together with the entry's.
+type clockSampler struct {
+	fds   []int
+	rings [][]byte
+}
+
+func openClockSampler(t *testing.T, hz uint64) *clockSampler {
+	t.Helper()
+	cpus, err := catalog.OnlineCPUs()
+	require.NoError(t, err)
+	s := &clockSampler{}
+	t.Cleanup(func() {
+		for _, r := range s.rings {
+			_ = unix.Munmap(r)
+		}
+		for _, fd := range s.fds {
+			_ = unix.Close(fd)
+		}
+	})
+	for _, cpu := range cpus {
+		attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_CPU_CLOCK, Sample: hz,
+			Bits: unix.PerfBitFreq | unix.PerfBitDisabled, Sample_type: unix.PERF_SAMPLE_TID}
+		attr.Size = uint32(unsafe.Sizeof(attr))
+		fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
+		require.NoError(t, err, "cpu-clock on cpu %d", cpu)
+		s.fds = append(s.fds, fd)
+		// 64 KiB of 16-byte records: far more than a few seconds at 99 Hz.
+		ring, err := unix.Mmap(fd, 0, (1+16)*os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		require.NoError(t, err)
+		s.rings = append(s.rings, ring)
+	}
+	return s
+}
+
+func (s *clockSampler) ioctl(t *testing.T, req uint) {
+	for _, fd := range s.fds {
+		require.NoError(t, unix.IoctlSetInt(fd, req, 0))
+	}
+}
+
+// count returns the samples taken while pid ran; it fails on a lost
+// record, which would make the count short.
+func (s *clockSampler) count(t *testing.T, pid int) uint64 {
+	t.Helper()
+	var n uint64
+	page := os.Getpagesize()
+	for _, ring := range s.rings {
+		// data_head sits at offset 1024 of struct perf_event_mmap_page;
+		// the records below it are complete.
+		head := atomic.LoadUint64((*uint64)(unsafe.Pointer(&ring[1024])))
+		data := ring[page:]
+		require.LessOrEqual(t, head, uint64(len(data)), "the ring wrapped")
+		for off := uint64(0); off < head; {
+			typ := binary.NativeEndian.Uint32(data[off:])
+			size := uint64(binary.NativeEndian.Uint16(data[off+6:]))
+			require.NotEqual(t, uint32(unix.PERF_RECORD_LOST), typ, "the reference sampler lost records")
+			if typ == unix.PERF_RECORD_SAMPLE && binary.NativeEndian.Uint32(data[off+8:]) == uint32(pid) {
+				n++
+			}
+			off += size
+		}
+	}
+	return n
+}
+
 func runSpin(t *testing.T, k *catalog.Kernel) *catalog.Result {
 	const hz = 99
-	pid, spin, end := spinChild(t, time.Second)
+	// Samples the reference must take of the spin before it stops: half a
+	// second of CPU where timers come on time.
+	const enough = hz / 2
+	pid, spin, end := spinChild(t)
+	ref := openClockSampler(t, hz)
 	var used time.Duration
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: uint32(pid), Frequency: hz}, func() { used = spin() })
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: uint32(pid), Frequency: hz}, func() {
+		ref.ioctl(t, unix.PERF_EVENT_IOC_ENABLE)
+		used = spin(func() bool { return ref.count(t, pid) >= enough })
+		ref.ioctl(t, unix.PERF_EVENT_IOC_DISABLE)
+	})
 	end()
-	t.Logf("%s: %s; the spin used %v of CPU", res.Attach, res.Summary, used)
+	want := ref.count(t, pid)
+	t.Logf("%s: %s; the reference sampled the child %d times, the spin used %v of CPU", res.Attach, res.Summary, want, used)
 	require.Zero(t, res.Lost)
-	// The child spins only once the trace is attached: one sample per
-	// 1/99 s of the CPU time it used then. Half of that is the floor for
-	// timer ticks that come late or merge (qemu without KVM delivers them
-	// in bursts); a profile that misses the spin falls far below it.
-	want := uint64(used.Seconds() * hz)
-	assert.GreaterOrEqual(t, res.Events, want/2, "samples for %v of CPU", used)
-	// Its start-up and exit add a few samples, never twice as many.
-	assert.LessOrEqual(t, res.Events, 2*want+2, "samples for %v of CPU", used)
+	require.GreaterOrEqual(t, want, uint64(enough))
+	// The child spins only while the trace and the reference are both on.
+	// Their timers differ in phase only, which moves a sample or so each
+	// time the child is switched in or out; half and twice (+2 for the
+	// child's start-up and exit inside the trace) are bounds that a
+	// missed spin or a wrong frequency falls outside of.
+	assert.GreaterOrEqual(t, res.Events, want/2, "samples, against the reference's %d", want)
+	assert.LessOrEqual(t, res.Events, 2*want+2, "samples, against the reference's %d", want)
 	for _, r := range res.Tables[1].Rows {
 		assert.Equal(t, catalog.U(pid), r[0], "pid filter let another process through: %v", r)
 	}
