@@ -20,6 +20,8 @@ type checkReport struct {
 	Working  int                                `json:"entries_working"`
 	// Sandbox is what each layer of the command sandbox does here.
 	Sandbox map[string]string `json:"command_sandbox"`
+	// SandboxWarning says what the command sandbox lacks here, if anything.
+	SandboxWarning string `json:"command_sandbox_warning,omitempty"`
 }
 
 func (a *app) checkCommand() *cobra.Command {
@@ -36,7 +38,7 @@ working or not, with the reason. It exits 0 when at least one entry works,
 			k := catalog.NewKernel(a.log.Named("catalog"))
 			feats := k.Features()
 			rep := checkReport{Kernel: feats.Release, Features: feats.Status, Bpftrace: bpftraceStatus(), Entries: entryStatuses(k),
-				Sandbox: safeexec.SandboxSupport()}
+				Sandbox: safeexec.SandboxSupport(), SandboxWarning: safeexec.SandboxWarning()}
 			for _, e := range rep.Entries {
 				if e.Works {
 					rep.Working++
@@ -106,6 +108,9 @@ func renderCheck(a *app, rep checkReport) {
 		sb.Rows = append(sb.Rows, []string{layer, rep.Sandbox[layer]})
 	}
 	sb.Render(a.stdout)
+	if rep.SandboxWarning != "" {
+		fmt.Fprintln(a.stdout, "warning: command sandbox degraded: "+rep.SandboxWarning)
+	}
 }
 
 func sortedKeys(m map[string]string) []string {

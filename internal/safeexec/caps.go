@@ -56,7 +56,13 @@ func lastCap() uint {
 // the tool holds. Without CAP_SETPCAP (not root) the bounding set cannot
 // shrink, but then there is nothing to keep and no_new_privs stops file
 // capabilities from adding any.
-func dropCapabilities() error {
+//
+// With uid > 0 the thread also becomes that uid (and gid, with no
+// supplementary groups) and the kept capabilities become ambient, the
+// only way they survive execve of a non-root program without file
+// capabilities. Credentials are per thread: the caller execs from this
+// one, so only this thread is changed.
+func dropCapabilities(uid int) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -73,10 +79,19 @@ func dropCapabilities() error {
 			}
 		}
 	}
+	if uid > 0 {
+		if err := becomeUID(uid); err != nil {
+			return err
+		}
+	}
 	for i := range data {
 		data[i].Effective &= keep[i]
 		data[i].Permitted &= keep[i]
 		data[i].Inheritable &= keep[i]
+		if uid > 0 {
+			// Ambient capabilities must be inheritable too.
+			data[i].Inheritable = data[i].Permitted
+		}
 	}
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("capset: %w", err)
@@ -84,6 +99,33 @@ func dropCapabilities() error {
 	// Ambient capabilities would survive exec outside the bounding rules.
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	if uid > 0 {
+		for _, c := range keptCaps {
+			if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(c.n), 0, 0); err != nil {
+				return fmt.Errorf("raise ambient %s: %w", c.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// becomeUID switches this thread to uid and gid uid with no supplementary
+// groups, keeping its permitted capabilities (the effective set empties
+// and is set again by the caller). Raw calls: the Go wrappers change
+// every thread of the process.
+func becomeUID(uid int) error {
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("keepcaps: %w", err)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+		return fmt.Errorf("setgroups: %w", e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+		return fmt.Errorf("setresgid %d: %w", uid, e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+		return fmt.Errorf("setresuid %d: %w", uid, e)
 	}
 	return nil
 }

@@ -13,9 +13,16 @@ import (
 // thread, and the sandbox child restricts one locked thread that execs
 // right after, which the kernel carries across execve on its own.
 
+// landlockVersion asks the kernel for its Landlock ABI version. Tests
+// replace it to play a kernel without Landlock.
+var landlockVersion = func() (uintptr, unix.Errno) {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	return v, errno
+}
+
 // landlockABI returns the kernel's Landlock ABI version.
 func landlockABI() (int, error) {
-	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	v, errno := landlockVersion()
 	switch {
 	case errno == unix.ENOSYS:
 		return 0, errors.New("kernel built without Landlock")
@@ -61,14 +68,10 @@ type landlockRulesetAttr struct {
 }
 
 // restrictLandlock lets the calling thread read and execute everywhere
-// and write only to /dev/null. It degrades (returns abi 0, nil) where
-// the kernel has no Landlock: the read-only mounts still hold as root.
+// and write only to /dev/null and beneath scratch (a private tmpfs; ""
+// for none). The caller checked that the kernel has Landlock at abi;
 // no_new_privs must be set first.
-func restrictLandlock() (int, error) {
-	abi, err := landlockABI()
-	if err != nil {
-		return 0, nil
-	}
+func restrictLandlock(abi int, scratch string) error {
 	handled := landlockHandled(abi)
 	attr := landlockRulesetAttr{handledFS: handled}
 	if abi >= 6 {
@@ -77,7 +80,7 @@ func restrictLandlock() (int, error) {
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
 	if errno != 0 {
-		return abi, fmt.Errorf("landlock_create_ruleset: %w", errno)
+		return fmt.Errorf("landlock_create_ruleset: %w", errno)
 	}
 	defer unix.Close(int(fd))
 
@@ -87,17 +90,28 @@ func restrictLandlock() (int, error) {
 	// open, both gone.
 	read |= handled & unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
 	if err := landlockAllow(int(fd), "/", read); err != nil {
-		return abi, err
+		return err
 	}
 	devNull := uint64(unix.LANDLOCK_ACCESS_FS_READ_FILE|unix.LANDLOCK_ACCESS_FS_WRITE_FILE) |
 		handled&(unix.LANDLOCK_ACCESS_FS_TRUNCATE|unix.LANDLOCK_ACCESS_FS_IOCTL_DEV)
 	if err := landlockAllow(int(fd), "/dev/null", devNull); err != nil {
-		return abi, err
+		return err
+	}
+	if scratch != "" {
+		// Files, directories, links, FIFOs and sockets; no device nodes
+		// (the tmpfs is nodev and CAP_MKNOD is gone anyway).
+		rw := read | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR |
+			unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
+			unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK |
+			handled&(unix.LANDLOCK_ACCESS_FS_REFER|unix.LANDLOCK_ACCESS_FS_TRUNCATE)
+		if err := landlockAllow(int(fd), scratch, rw); err != nil {
+			return err
+		}
 	}
 	if _, _, errno := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); errno != 0 {
-		return abi, fmt.Errorf("landlock_restrict_self: %w", errno)
+		return fmt.Errorf("landlock_restrict_self: %w", errno)
 	}
-	return abi, nil
+	return nil
 }
 
 func landlockAllow(rulesetFD int, path string, access uint64) error {

@@ -54,41 +54,6 @@ func checkTop(args []string) *Refusal {
 	return boundedInt("top", "-n", n, 1, 10)
 }
 
-func checkStrace(args []string) *Refusal {
-	o := opts{prog: "strace", flags: "cCfqrtTvxyzZwk", vals: "peasSXI", maxPos: 0,
-		long:     []string{"summary-only", "summary", "follow-forks", "quiet", "relative-timestamps", "timestamps", "syscall-times", "no-abbrev", "decode-fds", "successful-only", "failed-only"},
-		longVals: []string{"attach", "trace", "signal", "abbrev", "verbose", "raw", "string-limit", "summary-sort-by", "const-print-style"}}
-	p, r := o.parse(args)
-	if r != nil {
-		if strings.Contains(r.Reason, "takes no arguments") {
-			r.Reason = "strace may only attach to a running process (-p PID), not start a program"
-		}
-		return r
-	}
-	if !p.has("-p", "--attach") {
-		return refuse("strace", "strace needs -p PID: it may only attach to a running process")
-	}
-	for _, f := range p.flags {
-		if f.name == "-e" || f.name == "--trace" {
-			v := f.val
-			if f.name == "-e" {
-				k, _, ok := strings.Cut(v, "=")
-				if ok && !contains([]string{"trace", "t", "abbrev", "a", "verbose", "v", "raw", "x", "signal", "signals", "s", "status", "quiet", "q", "decode-fds", "kvm"}, k) {
-					return refuse("strace", "strace -e %s is not allowed: only trace, abbrev, verbose, raw, signal, status", k)
-				}
-			}
-		}
-		if f.name == "-p" || f.name == "--attach" {
-			for _, pid := range strings.FieldsFunc(f.val, func(r rune) bool { return r == ',' || r == ' ' }) {
-				if r := boundedInt("strace", "-p", pid, 1, 1<<22); r != nil {
-					return r
-				}
-			}
-		}
-	}
-	return nil
-}
-
 func checkIP(args []string) *Refusal {
 	i := 0
 	for ; i < len(args) && strings.HasPrefix(args[i], "-"); i++ {
@@ -151,17 +116,26 @@ func checkIP(args []string) *Refusal {
 	return nil
 }
 
+// ethtoolNeedsAdmin are query forms the kernel answers only with
+// CAP_NET_ADMIN (it asks for it before anything else: a register or
+// EEPROM dump in the ioctl path, the module EEPROM over netlink).
+var ethtoolNeedsAdmin = map[string]bool{"-d": true, "--register-dump": true, "-e": true, "--eeprom-dump": true,
+	"-m": true, "--dump-module-eeprom": true, "--module-info": true}
+
 func checkEthtool(args []string) *Refusal {
 	query := map[string]bool{"-i": true, "--driver": true, "-S": true, "--statistics": true, "-k": true, "--show-features": true,
 		"--show-offload": true, "-g": true, "--show-ring": true, "-a": true, "--show-pause": true, "-c": true, "--show-coalesce": true,
-		"-l": true, "--show-channels": true, "-m": true, "--dump-module-eeprom": true, "--module-info": true, "-T": true,
-		"--show-time-stamping": true, "-P": true, "--show-permaddr": true, "--show-eee": true, "--show-fec": true, "-d": true,
-		"--register-dump": true, "-e": true, "--eeprom-dump": true, "--show-priv-flags": true, "-u": true, "--show-ntuple": true,
+		"-l": true, "--show-channels": true, "-T": true,
+		"--show-time-stamping": true, "-P": true, "--show-permaddr": true, "--show-eee": true, "--show-fec": true,
+		"--show-priv-flags": true, "-u": true, "--show-ntuple": true,
 		"-x": true, "--show-rxfh-indir": true, "--show-rxfh": true, "--phy-statistics": true, "-I": true, "--include-statistics": true,
 		"-h": true, "--help": true, "--version": true, "--json": true}
 	var pos []string
 	for _, a := range args {
 		if strings.HasPrefix(a, "-") {
+			if ethtoolNeedsAdmin[a] {
+				return refuse("ethtool", "ethtool %s cannot run in the sandbox: the kernel answers it only with CAP_NET_ADMIN, which the sandbox drops; -i, -S, -k, -g, -a, -c, -l, -T, -P work", a)
+			}
 			if !query[a] {
 				return refuse("ethtool", "ethtool %s is not allowed: only query forms (-i -S -k -g -a -c -l -m -T -P ...)", a)
 			}
@@ -207,41 +181,6 @@ func checkPing(args []string) *Refusal {
 	return nil
 }
 
-func checkIptables(args []string) *Refusal {
-	o := opts{prog: "iptables", flags: "LSnvxw", vals: "tW", long: []string{"list", "list-rules", "numeric", "verbose", "exact", "line-numbers", "wait"},
-		longVals: []string{"table"}, maxPos: 1}
-	p, r := o.parse(args)
-	if r != nil {
-		r.Reason += " (only -L and -S list forms are allowed)"
-		return r
-	}
-	if !p.has("-L", "-S", "--list", "--list-rules") {
-		return refuse("iptables", "iptables is only allowed with -L or -S (list forms)")
-	}
-	return nil
-}
-
-func checkNft(args []string) *Refusal {
-	o := opts{prog: "nft", flags: "ansNjtyec", long: []string{"handle", "numeric", "stateless", "reversedns", "json", "terse", "numeric-priority", "echo", "check"}, maxPos: -1}
-	p, r := o.parse(args)
-	if r != nil {
-		return r
-	}
-	if len(p.pos) == 0 {
-		return refuse("nft", "nft needs a list command")
-	}
-	for _, a := range p.pos {
-		if strings.ContainsAny(a, ";\n{}") {
-			return refuse("nft", "nft arguments may not contain ; newlines or braces (they would start another command)")
-		}
-	}
-	words := strings.Fields(strings.Join(p.pos, " "))
-	if len(words) == 0 || words[0] != "list" {
-		return refuse("nft", "nft is only allowed with list commands")
-	}
-	return nil
-}
-
 func checkTcpdump(args []string) *Refusal {
 	o := opts{prog: "tcpdump", flags: "nNvqteAXxlSKOUDLp#", vals: "cirsQBFjT", maxPos: -1,
 		long:     []string{"immediate-mode", "list-interfaces", "list-time-stamp-types", "no-promiscuous-mode", "number", "version"},
@@ -255,6 +194,9 @@ func checkTcpdump(args []string) *Refusal {
 	}
 	if p.has("-D", "--list-interfaces", "--version", "-r") {
 		return nil
+	}
+	if !p.has("-p", "--no-promiscuous-mode") {
+		return refuse("tcpdump", "tcpdump needs -p: promiscuous mode changes the interface (the sandbox refuses it)")
 	}
 	c, ok := p.val("-c")
 	if !ok {
@@ -380,26 +322,20 @@ func checkContainer(prog string) checker {
 	}
 }
 
-// checkSmartctl adds to the flag rules that -l scterc,R,W and -l
-// scttempint,N set drive parameters rather than read a log.
-func checkSmartctl(c checker) checker {
+// checkLVM requires --nolocking: LVM takes its locks by creating files
+// under /run/lock/lvm, which the read-only sandbox refuses ("File locking
+// initialisation failed"), and --readonly still initialises locking.
+// Reports need no lock; a report read while a change is under way may
+// show either side of it.
+func checkLVM(prog string) checker {
+	o := opts{prog: prog, harmless: true, maxPos: -1, deny: map[string]string{"--config": "it changes LVM configuration"}}
 	return func(args []string) *Refusal {
-		if r := c(args); r != nil {
+		p, r := o.parse(args)
+		if r != nil {
 			return r
 		}
-		for i, a := range args {
-			v := ""
-			switch {
-			case (a == "-l" || a == "--log") && i+1 < len(args):
-				v = args[i+1]
-			case strings.HasPrefix(a, "--log="):
-				v = a[len("--log="):]
-			case strings.HasPrefix(a, "-l") && len(a) > 2:
-				v = a[2:]
-			}
-			if strings.HasPrefix(v, "scttempint") || strings.HasPrefix(v, "scterc,") {
-				return refuse("smartctl", "smartctl -l %s sets drive parameters", v)
-			}
+		if !p.has("--nolocking") {
+			return refuse(prog, "%s needs --nolocking: LVM creates lock files, which the read-only sandbox refuses", prog)
 		}
 		return nil
 	}

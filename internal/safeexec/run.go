@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Defaults for Options fields left at zero.
@@ -65,6 +67,9 @@ type Options struct {
 	// Dir is the working directory of every stage; empty means the
 	// agent's own.
 	Dir string
+	// Log, when set, gets SandboxWarning once per process, at the first
+	// sandboxed run, when the sandbox lacks a layer here.
+	Log *zap.Logger
 }
 
 // DefaultOptions returns the options the agent runs commands with.
@@ -122,6 +127,9 @@ func Run(ctx context.Context, plan *Plan, o Options) Result {
 	}
 	if o.OutputCap <= 0 {
 		o.OutputCap = DefaultOutputCap
+	}
+	if o.Sandbox && o.Log != nil {
+		logSandboxWarning(o.Log)
 	}
 	res := Result{Command: plan.Line}
 	for _, it := range plan.Items {

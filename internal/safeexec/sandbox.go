@@ -10,8 +10,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,8 +33,28 @@ const (
 	// "found but could not run".
 	sandboxExit = 126
 
-	flagMountNS     = "--mountns=" // inode of the parent's mount namespace
-	flagAllowPtrace = "--allow-ptrace"
+	flagMountNS = "--mountns=" // inode of the parent's mount namespace
+	flagUID     = "--uid="     // run the target as this uid, capabilities kept as ambient ones
+)
+
+// unprivilegedUID is the kernel's default overflow uid, "nobody" on the
+// common distributions.
+const unprivilegedUID = 65534
+
+// runUnprivileged are tools that give up root themselves after opening
+// what they need and exit when they cannot (tcpdump's setgroups and
+// setuid to its own user need CAP_SETGID and CAP_SETUID, both dropped).
+// Started as an unprivileged uid they skip that step and still hold the
+// kept capabilities (CAP_NET_RAW for the capture).
+var runUnprivileged = map[string]bool{"tcpdump": true}
+
+// scratchDir is where a sandbox started as root gets a private tmpfs of
+// its own, as TMPDIR: sort and apt need temporary files, and writes there
+// go to memory that disappears with the command. The empty directory is
+// the only thing a sandbox leaves on the host.
+const (
+	scratchDir  = "/run/nannyagent/tmp"
+	scratchOpts = "size=16m,nr_inodes=4096,mode=1777"
 )
 
 // sandboxPath is used when the environment has no PATH.
@@ -40,19 +62,33 @@ const sandboxPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // SandboxCommand returns a command that runs argv inside the sandbox: a
 // private read-only mount namespace (as root), Landlock allowing writes
-// only to /dev/null, no_new_privs, a seccomp filter refusing host-changing
-// system calls, and a reduced capability set. argv[0] should be a path;
-// a bare name is searched in the child's PATH. The caller sets Stdin,
-// Stdout, Stderr and Dir; it may replace Env but must keep SandboxEnv,
-// and may change SysProcAttr but must keep its Cloneflags.
-//
-// ptrace stays refused except for strace, the one allowed tool that needs it.
+// only to /dev/null and a private scratch tmpfs, no_new_privs, a seccomp
+// filter refusing host-changing system calls, and a reduced capability
+// set. argv[0] should be a path; a bare name is searched in the child's
+// PATH. The caller sets Stdin, Stdout, Stderr and Dir; it may replace Env
+// but must keep SandboxEnv, and may change SysProcAttr but must keep its
+// Cloneflags.
 func SandboxCommand(ctx context.Context, argv []string) (*exec.Cmd, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("sandbox: empty argv")
+	}
+	uid := 0
+	if os.Geteuid() == 0 && runUnprivileged[filepath.Base(argv[0])] {
+		uid = unprivilegedUID
+	}
+	return sandboxCommand(ctx, argv, uid)
+}
+
+// sandboxCommand is SandboxCommand with the uid chosen (0: unchanged).
+func sandboxCommand(ctx context.Context, argv []string, uid int) (*exec.Cmd, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("sandbox: empty argv")
 	}
 	if _, err := seccompArch(); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if _, err := landlockABI(); err != nil && os.Geteuid() != 0 {
+		return nil, fmt.Errorf("sandbox: nothing would stop writes: Landlock is unavailable (%v) and read-only mounts need root", err)
 	}
 	args := []string{"nannyagent-sandbox", sandboxArg}
 	attr := &syscall.SysProcAttr{Setpgid: true}
@@ -64,8 +100,8 @@ func SandboxCommand(ctx context.Context, argv []string) (*exec.Cmd, error) {
 		attr.Cloneflags = unix.CLONE_NEWNS
 		args = append(args, flagMountNS+strconv.FormatUint(ino, 10))
 	}
-	if filepath.Base(argv[0]) == "strace" {
-		args = append(args, flagAllowPtrace)
+	if uid != 0 {
+		args = append(args, flagUID+strconv.Itoa(uid))
 	}
 	args = append(args, "--")
 	args = append(args, argv...)
@@ -110,7 +146,7 @@ func sandboxFail(step string, err error) {
 
 type sandboxOrders struct {
 	parentMountNS uint64 // 0: no private mount namespace was asked for
-	allowPtrace   bool
+	uid           int    // 0: the target keeps the caller's uid
 	argv          []string
 }
 
@@ -130,8 +166,12 @@ func parseOrders(args []string) (sandboxOrders, error) {
 				return o, fmt.Errorf("bad %s", a)
 			}
 			o.parentMountNS = n
-		case a == flagAllowPtrace:
-			o.allowPtrace = true
+		case strings.HasPrefix(a, flagUID):
+			n, err := strconv.Atoi(strings.TrimPrefix(a, flagUID))
+			if err != nil || n <= 0 || n >= 1<<31-1 {
+				return o, fmt.Errorf("bad %s", a)
+			}
+			o.uid = n
 		default:
 			return o, fmt.Errorf("unknown sandbox argument %q", a)
 		}
@@ -145,10 +185,10 @@ func enterSandbox(args []string) error {
 	if err != nil {
 		return stepErr("arguments", err)
 	}
-	env := make([]string, 0, len(os.Environ()))
+	env := make([]string, 0, len(os.Environ())+1)
 	pathVar := sandboxPath
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, SandboxEnv+"=") {
+		if strings.HasPrefix(kv, SandboxEnv+"=") || strings.HasPrefix(kv, "TMPDIR=") {
 			continue
 		}
 		if p, ok := strings.CutPrefix(kv, "PATH="); ok && p != "" {
@@ -160,22 +200,35 @@ func enterSandbox(args []string) error {
 	if err != nil {
 		return stepErr("resolve "+o.argv[0], err)
 	}
-	filter, err := buildSeccompFilter(os.Getpid(), o.allowPtrace)
+	// Without Landlock the filter refuses every open for writing: the
+	// read-only mounts stop writes to files, not to device nodes.
+	abi, lerr := landlockABI()
+	noLandlock := lerr != nil
+	if noLandlock && o.parentMountNS == 0 {
+		return stepErr("landlock", fmt.Errorf("%v, and no read-only mount namespace was asked for", lerr))
+	}
+	filter, err := buildSeccompFilter(os.Getpid(), noLandlock)
 	if err != nil {
 		return stepErr("seccomp filter", err)
 	}
+	scratch := ""
 	if o.parentMountNS != 0 {
-		if err := remountReadOnly(o.parentMountNS); err != nil {
+		if scratch, err = privateMounts(o.parentMountNS, !noLandlock); err != nil {
 			return stepErr("read-only mounts", err)
 		}
+	}
+	if scratch != "" {
+		env = append(env, "TMPDIR="+scratch)
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return stepErr("no_new_privs", err)
 	}
-	if _, err := restrictLandlock(); err != nil {
-		return stepErr("landlock", err)
+	if !noLandlock {
+		if err := restrictLandlock(abi, scratch); err != nil {
+			return stepErr("landlock", err)
+		}
 	}
-	if err := dropCapabilities(); err != nil {
+	if err := dropCapabilities(o.uid); err != nil {
 		return stepErr("capabilities", err)
 	}
 	if err := installSeccomp(filter); err != nil {
@@ -209,21 +262,43 @@ func mountNSInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// remountReadOnly makes every mount of this (private) namespace read-only.
+// privateMounts makes every mount of this (private) namespace read-only,
+// shows the target the parent's mount table, and, when withScratch,
+// mounts the scratch tmpfs and returns its path ("" when it could not).
 // It refuses to touch anything unless the namespace differs from the
 // parent's: a caller that dropped CLONE_NEWNS must not get the host's
 // mounts turned read-only.
-func remountReadOnly(parentNS uint64) error {
+func privateMounts(parentNS uint64, withScratch bool) (string, error) {
 	own, err := mountNSInode("/proc/self/ns/mnt")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if own == parentNS {
-		return errors.New("mount namespace is the parent's (CLONE_NEWNS missing)")
+		return "", errors.New("mount namespace is the parent's (CLONE_NEWNS missing)")
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
+		return "", fmt.Errorf("make / private: %w", err)
 	}
+	// The mount point must exist before / turns read-only; without one
+	// the sandbox simply has no scratch space.
+	scratchErr := errors.New("not wanted")
+	if withScratch {
+		scratchErr = os.MkdirAll(scratchDir, 0o755)
+	}
+	if err := remountReadOnly(); err != nil {
+		return "", err
+	}
+	showParentMounts(parentNS)
+	if scratchErr != nil {
+		return "", nil
+	}
+	if err := unix.Mount("nannyagent-scratch", scratchDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, scratchOpts); err != nil {
+		return "", nil
+	}
+	return scratchDir, nil
+}
+
+func remountReadOnly() error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -239,12 +314,32 @@ func remountReadOnly(parentNS uint64) error {
 			rootDone = true
 		}
 		// Other mounts that refuse (hidden under another mount, gone
-		// since the read) stay as they are; Landlock still covers them.
+		// since the read) stay as they are; Landlock, or without it the
+		// seccomp rule against opens for writing, still covers them.
 	}
 	if !rootDone {
 		return errors.New("/ not found in /proc/self/mountinfo")
 	}
 	return nil
+}
+
+// showParentMounts binds the parent's mount tables over the target's
+// (the target keeps this pid), so that mount, findmnt and /proc/mounts
+// report the host's rw and ro, not the sandbox's all-read-only copy. It
+// is best effort: a parent that is gone or in another namespace leaves
+// the sandbox's own tables in place.
+func showParentMounts(parentNS uint64) {
+	ppid := os.Getppid()
+	ino, err := mountNSInode(fmt.Sprintf("/proc/%d/ns/mnt", ppid))
+	if err != nil || ino != parentNS {
+		return
+	}
+	self := os.Getpid()
+	for _, f := range []string{"mounts", "mountinfo", "mountstats"} {
+		src := fmt.Sprintf("/proc/%d/%s", ppid, f)
+		dst := fmt.Sprintf("/proc/%d/%s", self, f)
+		unix.Mount(src, dst, "", unix.MS_BIND, "")
+	}
 }
 
 type mountEntry struct {
@@ -306,15 +401,19 @@ func unescapeMountInfo(s string) string {
 // for `check` and for results.
 func SandboxSupport() map[string]string {
 	m := map[string]string{}
+	abi, lerr := landlockABI()
 	if os.Geteuid() == 0 {
-		m["mount_namespace"] = "private, every mount remounted read-only"
+		m["mount_namespace"] = "private, every mount remounted read-only; mount tables shown as the host's"
+		if lerr == nil {
+			m["mount_namespace"] += "; private " + scratchDir + " tmpfs as TMPDIR"
+		}
 	} else {
 		m["mount_namespace"] = "unavailable: not root"
 	}
-	if abi, err := landlockABI(); err != nil {
-		m["landlock"] = "unavailable: " + err.Error()
+	if lerr != nil {
+		m["landlock"] = "unavailable: " + lerr.Error()
 	} else {
-		m["landlock"] = fmt.Sprintf("abi %d: read/execute everywhere, write only /dev/null", abi)
+		m["landlock"] = fmt.Sprintf("abi %d: read/execute everywhere, write only /dev/null and the scratch tmpfs", abi)
 		if abi >= 6 {
 			m["landlock"] += ", signals scoped to the sandbox"
 		}
@@ -322,9 +421,54 @@ func SandboxSupport() map[string]string {
 	if arch, err := seccompArch(); err != nil {
 		m["seccomp"] = "unavailable: " + err.Error()
 	} else {
-		m["seccomp"] = fmt.Sprintf("%s filter, EPERM for %d syscalls, signals only to itself", arch.name, len(arch.denied)+len(arch.signals))
+		m["seccomp"] = fmt.Sprintf("%s filter: EPERM for %d syscalls (ptrace among them); signals, scheduling and limits only on itself; no promiscuous mode",
+			arch.name, len(arch.denied)+len(arch.signals)+len(arch.selfOrZero)+1)
+		if lerr != nil {
+			m["seccomp"] += "; no open for writing (in place of Landlock)"
+		}
 	}
 	m["no_new_privs"] = "set"
-	m["capabilities"] = "bounding, permitted, effective, inheritable reduced to " + strings.Join(keptCapNames(), ",")
+	m["capabilities"] = "bounding, permitted, effective, inheritable reduced to " + strings.Join(keptCapNames(), ",") +
+		"; tcpdump runs as uid " + strconv.Itoa(unprivilegedUID) + " with them as ambient capabilities"
 	return m
+}
+
+// SandboxWarning says what the sandbox lacks on this host, or "" when
+// every layer is in place. The agent logs it once (Options.Log) and
+// `check` prints it.
+func SandboxWarning() string {
+	_, lerr := landlockABI()
+	_, serr := seccompArch()
+	root := os.Geteuid() == 0
+	switch {
+	case serr != nil:
+		return "no command runs: " + serr.Error()
+	case lerr != nil && !root:
+		return "no command runs: Landlock is unavailable (" + lerr.Error() + ") and read-only mounts need root"
+	case lerr != nil:
+		return "Landlock is unavailable (" + lerr.Error() + "): commands still run on read-only mounts, " +
+			"with a seccomp filter that refuses every open for writing in its place, and without a scratch TMPDIR " +
+			"(sort of large input and apt may fail)"
+	case !root:
+		return "not root: commands run under Landlock without a private read-only mount namespace"
+	}
+	return ""
+}
+
+// warned records that the warning went to a log, once per process.
+var warned struct {
+	sync.Mutex
+	done bool
+}
+
+func logSandboxWarning(log *zap.Logger) {
+	warned.Lock()
+	defer warned.Unlock()
+	if warned.done {
+		return
+	}
+	warned.done = true
+	if w := SandboxWarning(); w != "" {
+		log.Warn("command sandbox degraded", zap.String("reason", w))
+	}
 }

@@ -1,13 +1,17 @@
 package safeexec
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -129,6 +133,18 @@ func sandboxHelper(op string) int {
 		return landlockOnlyHelper()
 	case "seccomp_only":
 		return seccompOnlyHelper()
+	case "seccomp_nowrites":
+		return noWritesHelper()
+	case "write_opens":
+		fmt.Printf("%s tmpdir=%q\n", writeOpens(os.Getenv(helperDirEnv)), os.Getenv("TMPDIR"))
+		return 0
+	case "promisc":
+		return promiscHelper()
+	case "tcpdump":
+		return tcpdumpHelper()
+	case "other_processes":
+		fmt.Println(otherProcessCalls(pid))
+		return 0
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper op %q\n", op)
 		return 2
@@ -231,9 +247,12 @@ func landlockOnlyHelper() int {
 		fmt.Println("setup:", err)
 		return 1
 	}
-	abi, err := restrictLandlock()
-	if err != nil || abi == 0 {
-		fmt.Println("setup:", abi, err)
+	abi, err := landlockABI()
+	if err == nil {
+		err = restrictLandlock(abi, "")
+	}
+	if err != nil {
+		fmt.Println("setup:", err)
 		return 1
 	}
 	try := func(path string, flags int) string {
@@ -272,8 +291,100 @@ func seccompOnlyHelper() int {
 		errnoName(badClockSettime()),
 		errnoName(unix.Kill(os.Getppid(), 0)),
 		errnoName(unix.Kill(os.Getpid(), 0)))
+	fmt.Println(otherProcessCalls(os.Getppid()))
 	return 0
 }
+
+// otherProcessCalls tries the calls that act on another process by pid
+// (the parent, a test process) with arguments that would change nothing
+// if they got through, and the same calls on the caller itself.
+func otherProcessCalls(other int) string {
+	var cpus unix.CPUSet
+	affOther := unix.SchedGetaffinity(other, &cpus)
+	if affOther == nil {
+		affOther = unix.SchedSetaffinity(other, &cpus) // the set it already has
+	}
+	var self unix.CPUSet
+	affSelf := unix.SchedGetaffinity(0, &self)
+	if affSelf == nil {
+		affSelf = unix.SchedSetaffinity(0, &self)
+	}
+	var lim unix.Rlimit
+	readOther := unix.Prlimit(other, unix.RLIMIT_NOFILE, nil, &lim)
+	setOther := unix.Prlimit(other, unix.RLIMIT_NOFILE, &lim, nil) // the limit it already has
+	prio, perr := unix.Getpriority(unix.PRIO_PROCESS, other)
+	if perr == nil {
+		perr = unix.Setpriority(unix.PRIO_PROCESS, other, 20-prio) // the kernel's getpriority is 20-nice
+	}
+	// No iovecs: nothing would be written even if it got through.
+	_, _, vmw := unix.Syscall6(unix.SYS_PROCESS_VM_WRITEV, uintptr(other), 0, 0, 0, 0, 0)
+	_, _, uring := unix.Syscall(unix.SYS_IO_URING_SETUP, 0, 0, 0)
+	_, kerr := unix.KeyctlGetKeyringID(unix.KEY_SPEC_SESSION_KEYRING, false)
+	return fmt.Sprintf("affinity_other=%s affinity_self=%s prlimit_read_other=%s prlimit_set_other=%s setpriority=%s process_vm_writev=%s io_uring=%s keyctl=%s",
+		errnoName(affOther), errnoName(affSelf), errnoName(readOther), errnoName(setOther), errnoName(perr),
+		errnoName(rawErr(vmw)), errnoName(rawErr(uring)), errnoName(kerr))
+}
+
+// noWritesHelper installs the filter of a sandbox without Landlock, alone
+// and with every capability, and tries to open for writing a canary file,
+// a new file and a device node.
+func noWritesHelper() int {
+	runtime.LockOSThread()
+	dir := os.Getenv(helperDirEnv)
+	filter, err := buildSeccompFilter(os.Getpid(), true)
+	if err == nil {
+		err = unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	}
+	if err == nil {
+		err = installSeccomp(filter)
+	}
+	if err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	fmt.Println(writeOpens(dir))
+	return 0
+}
+
+func tryOpen(path string, flags int) string {
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0o644)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return errnoName(err)
+}
+
+// writeOpens tries opens for writing that the no-Landlock filter refuses:
+// /dev/zero stands for a device node (a write there changes nothing).
+func writeOpens(dir string) string {
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC}
+	fd, err := unix.Openat2(unix.AT_FDCWD, dir+"/canary", &how)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return fmt.Sprintf("write=%s create=%s trunc=%s device=%s read=%s openat2=%s",
+		tryOpen(dir+"/canary", unix.O_WRONLY), tryOpen(dir+"/new", unix.O_RDONLY|unix.O_CREAT),
+		tryOpen(dir+"/canary", unix.O_RDONLY|unix.O_TRUNC), tryOpen("/dev/zero", unix.O_WRONLY),
+		tryOpen(dir+"/canary", unix.O_RDONLY), errnoName(err))
+}
+
+// promiscHelper opens a packet socket (CAP_NET_RAW) and asks for
+// promiscuous mode on lo. The test runs it in a network namespace of its
+// own, so even a request that got through would touch no host interface.
+func promiscHelper() int {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		fmt.Printf("socket=%s\n", errnoName(err))
+		return 0
+	}
+	defer unix.Close(fd)
+	mr := unix.PacketMreq{Ifindex: 1, Type: unix.PACKET_MR_PROMISC}
+	err = unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr)
+	fmt.Printf("socket=OK promisc=%s\n", errnoName(err))
+	return 0
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // badClockSettime asks to set the wall clock with tv_nsec out of range:
 // EINVAL if it ever got past the sandbox, so the clock never moves.
@@ -282,4 +393,99 @@ func badClockSettime() error {
 	ts.Nsec = 2_000_000_000
 	_, _, e := unix.Syscall(unix.SYS_CLOCK_SETTIME, unix.CLOCK_REALTIME, uintptr(unsafe.Pointer(&ts)), 0)
 	return rawErr(e)
+}
+
+// tcpdumpHelper runs unsandboxed in a network namespace the test made:
+// it brings that namespace's lo up and captures three UDP datagrams on it
+// with a sandboxed tcpdump -p (which the sandbox starts as an
+// unprivileged uid), then tries a capture without -p, which asks for
+// promiscuous mode.
+func tcpdumpHelper() int {
+	if err := setLinkUp("lo", true); err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd, err := SandboxCommand(ctx, []string{tcpdump, "-p", "-n", "-c", "3", "-i", "lo", "udp", "port", "9"})
+	if err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	var stdout bytes.Buffer
+	stderr := &watchWriter{want: "listening on", seen: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-stderr.seen:
+	case err := <-done:
+		fmt.Printf("capture ended before listening: %v %s\n", err, stderr.String())
+		return 0
+	}
+	conn, err := net.Dial("udp", "127.0.0.1:9")
+	if err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	defer conn.Close()
+	// Datagrams until tcpdump has counted its three; the ticker only
+	// paces them.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var werr error
+wait:
+	for {
+		select {
+		case werr = <-done:
+			break wait
+		case <-tick.C:
+			conn.Write([]byte("x"))
+		}
+	}
+	fmt.Printf("capture exit=%v\n%s", werr, stdout.String())
+
+	cmd, err = SandboxCommand(ctx, []string{tcpdump, "-n", "-c", "1", "-i", "lo"})
+	if err != nil {
+		fmt.Println("setup:", err)
+		return 1
+	}
+	out, err := cmd.CombinedOutput()
+	fmt.Printf("promiscuous exit=%v %q\n", err, strings.TrimSpace(string(out)))
+	return 0
+}
+
+// watchWriter keeps what is written and closes seen once want appears.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	done bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.want) {
+		w.done = true
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

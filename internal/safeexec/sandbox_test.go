@@ -40,13 +40,34 @@ type sandboxRun struct {
 // the host.
 func runSandboxed(t testing.TB, dir string, env []string, argv ...string) sandboxRun {
 	t.Helper()
+	return runSandboxedWith(t, sandboxSpec{dir: dir, env: env}, argv...)
+}
+
+// sandboxSpec is how a test starts a sandbox: uid as sandboxCommand takes
+// it (-1: as SandboxCommand chooses), and extra namespaces of the test's
+// own.
+type sandboxSpec struct {
+	dir        string
+	env        []string
+	uid        int
+	cloneflags uintptr
+}
+
+func runSandboxedWith(t testing.TB, sp sandboxSpec, argv ...string) sandboxRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd, err := SandboxCommand(ctx, argv)
+	var cmd *exec.Cmd
+	var err error
+	if sp.uid < 0 {
+		cmd, err = SandboxCommand(ctx, argv)
+	} else {
+		cmd, err = sandboxCommand(ctx, argv, sp.uid)
+	}
 	require.NoError(t, err)
-	cmd.Dir = dir
-	cmd.Env = append(cmd.Env, env...)
-	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUTS
+	cmd.Dir = sp.dir
+	cmd.Env = append(cmd.Env, sp.env...)
+	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUTS | sp.cloneflags
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()
@@ -381,7 +402,35 @@ func TestSeccompAlone(t *testing.T) {
 		t.Skip(err)
 	}
 	out := runHelperUnsandboxed(t, helperOpEnv+"=seccomp_only")
-	require.Equal(t, "unshare=EPERM settime=EPERM killparent=EPERM killself=OK", out)
+	require.Equal(t, "unshare=EPERM settime=EPERM killparent=EPERM killself=OK\n"+
+		"affinity_other=EPERM affinity_self=OK prlimit_read_other=OK prlimit_set_other=EPERM setpriority=EPERM "+
+		"process_vm_writev=EPERM io_uring=EPERM keyctl=EPERM", out)
+
+	// The same calls without the filter reach the kernel, which would let
+	// them through (io_uring refuses zero entries): the EPERMs above are
+	// the filter's.
+	self := strconv.Itoa(os.Getpid())
+	out = runHelperUnsandboxed(t, helperOpEnv+"=other_processes", helperPidEnv+"="+self)
+	require.Regexp(t, `^affinity_other=OK affinity_self=OK prlimit_read_other=OK prlimit_set_other=OK setpriority=OK `+
+		`process_vm_writev=OK io_uring=(EINVAL|EFAULT) keyctl=(OK|ENOKEY)$`, out)
+}
+
+// Without Landlock the filter refuses every open for writing, of files
+// and of device nodes alike (read-only mounts stop only the former).
+func TestSeccompNoWritesAlone(t *testing.T) {
+	requireSandboxRoot(t)
+	if _, err := seccompArch(); err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	canary := filepath.Join(dir, "canary")
+	require.NoError(t, os.WriteFile(canary, []byte("original\n"), 0o644))
+	before := statCanary(t, canary)
+	out := runHelperUnsandboxed(t, helperOpEnv+"=seccomp_nowrites", helperDirEnv+"="+dir)
+	require.Equal(t, "write=EACCES create=EACCES trunc=EACCES device=EACCES read=OK openat2=ENOSYS", out)
+	require.Equal(t, before, statCanary(t, canary))
+	_, err := os.Stat(filepath.Join(dir, "new"))
+	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
 func TestSandboxFailsClosed(t *testing.T) {
@@ -444,9 +493,21 @@ func TestSeccompFilterShape(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, unix.SockFilter{Code: bpfLdW, K: seccompDataArch}, f[0])
 	require.Equal(t, uint32(retKill), f[len(f)-1].K)
-	fp, err := buildSeccompFilter(4242, true)
+	rets := func(f []unix.SockFilter) map[uint32]bool {
+		m := map[uint32]bool{}
+		for _, in := range f {
+			if in.Code == bpfRet {
+				m[in.K] = true
+			}
+		}
+		return m
+	}
+	require.Equal(t, map[uint32]bool{retAllow: true, retEPERM: true, retKill: true}, rets(f))
+	nw, err := buildSeccompFilter(4242, true)
 	require.NoError(t, err)
-	require.Len(t, fp, len(f)-1, "allowing ptrace drops one comparison")
+	require.Equal(t, map[uint32]bool{retAllow: true, retEPERM: true, retKill: true, retEACCES: true, retENOSYS: true}, rets(nw),
+		"without Landlock, opens for writing get EACCES and openat2 ENOSYS")
+	require.Contains(t, archTable.denied, uint32(unix.SYS_PTRACE), "ptrace is refused to every sandbox")
 	var sawPid bool
 	for i, in := range f {
 		if in.Code&0x07 == unix.BPF_JMP {
@@ -473,12 +534,13 @@ func TestParseMountInfo(t *testing.T) {
 }
 
 func TestParseOrders(t *testing.T) {
-	o, err := parseOrders([]string{flagMountNS + "12", flagAllowPtrace, "--", "strace", "-c", "--", "x"})
+	o, err := parseOrders([]string{flagMountNS + "12", flagUID + "65534", "--", "tcpdump", "-c", "--", "x"})
 	require.NoError(t, err)
 	require.Equal(t, uint64(12), o.parentMountNS)
-	require.True(t, o.allowPtrace)
-	require.Equal(t, []string{"strace", "-c", "--", "x"}, o.argv)
-	for _, bad := range [][]string{nil, {"--"}, {"x"}, {flagMountNS + "x", "--", "true"}, {"--", ""}} {
+	require.Equal(t, 65534, o.uid)
+	require.Equal(t, []string{"tcpdump", "-c", "--", "x"}, o.argv)
+	for _, bad := range [][]string{nil, {"--"}, {"x"}, {flagMountNS + "x", "--", "true"}, {"--", ""},
+		{flagUID + "0", "--", "true"}, {flagUID + "-1", "--", "true"}, {flagUID + "x", "--", "true"}} {
 		_, err := parseOrders(bad)
 		require.Error(t, err, "%q", bad)
 	}

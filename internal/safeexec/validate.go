@@ -404,6 +404,9 @@ func programName(name string) (string, *Refusal) {
 	if interpreters[prog] || strings.HasPrefix(prog, "python") || strings.HasPrefix(prog, "perl") || strings.HasPrefix(prog, "ruby") || strings.HasPrefix(prog, "php") || strings.HasPrefix(prog, "lua") {
 		return "", refuse("interpreter", "%s is an interpreter: it can run any code", prog)
 	}
+	if why, ok := unavailable[prog]; ok {
+		return "", refuse(prog, "%s cannot run in the sandbox: %s", prog, why)
+	}
 	if _, ok := programs[prog]; !ok {
 		return "", refuse("allowlist", "%s is not on the allowlist of read-only diagnostic tools", prog)
 	}
