@@ -156,6 +156,28 @@ type Network struct {
 	Resolvers        []Resolver  `json:"resolvers,omitempty"`
 	// ResolvConf is the resolv.conf path read ("/etc/resolv.conf").
 	ResolvConf string `json:"resolv_conf,omitempty"`
+	// Listeners are the TCP sockets in LISTEN state with the process that
+	// owns each, read as the agent (root) sees them: the command sandbox
+	// drops the capabilities `ss -p` needs to name owners, and the offline
+	// engine needs them to say who holds a port a service cannot bind, and
+	// which processes are the servers to trace.
+	Listeners []Listener `json:"listeners,omitempty"`
+}
+
+// Listener is one listening TCP socket (IPv4 or IPv6).
+type Listener struct {
+	Address string `json:"address"` // "0.0.0.0:8080", "[::]:443"
+	Port    int    `json:"port"`
+	// Queued is the connections waiting for accept() (ss's Recv-Q);
+	// Backlog is the listen() backlog (ss's Send-Q), 0 where it could not
+	// be read.
+	Queued  uint64 `json:"queued"`
+	Backlog uint64 `json:"backlog,omitempty"`
+	// PID and Comm are the owning process; zero when no process holds
+	// the socket's file (a kernel listener) or it is in another PID
+	// namespace.
+	PID  int    `json:"pid,omitempty"`
+	Comm string `json:"comm,omitempty"`
 }
 
 // Interface is one network interface (lo left out) with its error and
