@@ -330,6 +330,10 @@ func (l *loop) runTraces(ctx context.Context, round int, reqs []resolver.Request
 	var names []string
 	for i, rs := range res {
 		out[i] = brain.TraceRun{Request: reqs[i], Resolution: rs}
+		if rs.Kind() == resolver.KindRefused {
+			out[i].Err = rs.Refused
+			continue
+		}
 		if l.o.Kernel == nil {
 			out[i].Err = l.o.TraceUnavailable
 			continue

@@ -198,6 +198,7 @@ func TestTracesWithoutKernel(t *testing.T) {
 	require.Equal(t, "kernel traces need root: run with sudo", tr[0].Error)
 	require.Equal(t, "tcpconnect", tr[1].Entry)
 	require.Empty(t, tr[2].Entry, "a bpftrace script calling system() is refused by the resolver")
+	require.Contains(t, tr[2].Error, "system", "the refusal, not the missing kernel, is the reason")
 }
 
 func TestRedactionBeforeTheEngine(t *testing.T) {
