@@ -3,6 +3,7 @@ package safeexec
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -142,6 +143,9 @@ func sandboxHelper(op string) int {
 		return promiscHelper()
 	case "tcpdump":
 		return tcpdumpHelper()
+	case "netadmin_reads":
+		fmt.Printf("nft_getgen=%s ipt_get_info=%s ethtool_gregs=%s\n", errnoName(nftGetGen()), errnoName(iptGetInfo()), errnoName(ethtoolGetRegs("lo")))
+		return 0
 	case "other_processes":
 		fmt.Println(otherProcessCalls(pid))
 		return 0
@@ -488,4 +492,79 @@ func (w *watchWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// nftGetGen asks nf_tables for its ruleset generation, the first thing
+// nft and iptables-nft do, even to list.
+func nftGetGen() error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// struct nlmsghdr, then struct nfgenmsg (family, version, res_id).
+	msg := make([]byte, 20)
+	binary.NativeEndian.PutUint32(msg[0:], 20)
+	binary.NativeEndian.PutUint16(msg[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	binary.NativeEndian.PutUint32(msg[8:], 1)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 8192)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return err
+	}
+	if n < 16 {
+		return fmt.Errorf("short netlink reply (%d bytes)", n)
+	}
+	if binary.NativeEndian.Uint16(buf[4:]) == unix.NLMSG_ERROR && n >= 20 {
+		if e := int32(binary.NativeEndian.Uint32(buf[16:])); e != 0 {
+			return unix.Errno(-e)
+		}
+	}
+	return nil
+}
+
+// iptGetInfo asks the legacy iptables for its filter table, as
+// iptables-legacy -L does.
+func iptGetInfo() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// struct ipt_getinfo; IPT_SO_GET_INFO is IPT_BASE_CTL (64).
+	var info struct {
+		name                 [32]byte
+		validHooks           uint32
+		hookEntry, underflow [5]uint32
+		numEntries, size     uint32
+	}
+	copy(info.name[:], "filter")
+	l := uint32(unsafe.Sizeof(info))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_IP, 64,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&l)), 0)
+	return rawErr(e)
+}
+
+// ethtoolGetRegs asks for a register dump, as ethtool -d does.
+func ethtoolGetRegs(ifname string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	regs := struct{ cmd, version, len uint32 }{cmd: unix.ETHTOOL_GREGS}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data uintptr
+		_    [16]byte
+	}
+	copy(ifr.name[:], ifname)
+	ifr.data = uintptr(unsafe.Pointer(&regs))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	runtime.KeepAlive(&regs)
+	return rawErr(e)
 }

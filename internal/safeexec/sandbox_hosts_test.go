@@ -252,3 +252,13 @@ func TestSandboxWithoutLandlock(t *testing.T) {
 	require.Contains(t, string(b), "landlock: kernel built without Landlock, and no read-only mount namespace was asked for")
 	require.NotContains(t, string(b), "ran")
 }
+
+// The reads that iptables, nft and ethtool -d/-e need are refused to the
+// sandbox by the kernel itself (CAP_NET_ADMIN): the grounds on which
+// layer 1 refuses those tools. Outside the sandbox they are answered.
+func TestSandboxNetAdminReads(t *testing.T) {
+	requireSandboxRoot(t)
+	require.Equal(t, "nft_getgen=EPERM ipt_get_info=EPERM ethtool_gregs=EPERM", helperOp(t, "netadmin_reads"))
+	out := runHelperUnsandboxed(t, helperOpEnv+"=netadmin_reads")
+	require.Regexp(t, `^nft_getgen=OK ipt_get_info=(OK|ENOENT|ENOPROTOOPT) ethtool_gregs=(EOPNOTSUPP|ENOTSUP)$`, out)
+}

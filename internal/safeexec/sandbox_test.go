@@ -546,33 +546,9 @@ func TestParseOrders(t *testing.T) {
 	}
 }
 
-// TestSandboxStartOverhead reports what the sandbox adds to starting a
-// command; BenchmarkSandboxStart measures it properly.
-func TestSandboxStartOverhead(t *testing.T) {
-	requireSandboxRoot(t)
-	truePath := needTool(t, "true")
-	const n = 20
-	plain := timeRuns(t, n, func() *exec.Cmd { return exec.Command(truePath) })
-	sandboxed := timeRuns(t, n, func() *exec.Cmd {
-		cmd, err := SandboxCommand(context.Background(), []string{truePath})
-		require.NoError(t, err)
-		return cmd
-	})
-	t.Logf("start of true: plain %v, sandboxed %v, overhead %v per command (target under 15ms)",
-		plain, sandboxed, sandboxed-plain)
-	require.Less(t, sandboxed-plain, 500*time.Millisecond, "sandbox start is far off its target")
-}
-
-func timeRuns(t testing.TB, n int, mk func() *exec.Cmd) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		out, err := mk().CombinedOutput()
-		require.NoError(t, err, string(out))
-	}
-	return time.Since(start) / time.Duration(n)
-}
-
+// BenchmarkSandboxStart reports what the sandbox adds to starting a
+// command (the target: under 15 ms): plain and sandboxed runs of
+// true.
 func BenchmarkSandboxStart(b *testing.B) {
 	requireSandboxRoot(b)
 	truePath, err := exec.LookPath("true")
