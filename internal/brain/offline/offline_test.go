@@ -437,3 +437,38 @@ func TestTraceDurations(t *testing.T) {
 		require.Equal(t, 3*time.Second, tr.Duration.D, "within the round budget")
 	}
 }
+
+// FuzzCommandOutputs feeds arbitrary text as the output of every command
+// the sweep parses, and as a kernel log line: the engine must still
+// answer with a valid resolution.
+func FuzzCommandOutputs(f *testing.F) {
+	f.Add(ssHeader+`LISTEN 129 128 0.0.0.0:8080 0.0.0.0:* users:(("gunicorn",pid=4120,fd=5))`, "Jan 02 03:04:01 web1 api[5120]: bind: address already in use :8080",
+		"2048\t/srv\n", "blk_update_request: I/O error, dev sdb, sector 2048")
+	f.Add("LISTEN x y :", "-- No entries --", "x\ty\tz", "Killed process 1 () oom-kill:oom_memcg=,task=,pid=1")
+	f.Add("LISTEN 1 1 [::]:", "kernel: mce: [Hardware Error]", "\t", "INFO: task :1 blocked for more than 1 seconds")
+	e := New(Options{PlaybookDir: f.TempDir()})
+	f.Fuzz(func(t *testing.T, ss, journal, du, klog string) {
+		fa := healthyFacts()
+		fa.Filesystems[1].InodesFree, fa.Filesystems[1].InodesUsed = 0, fa.Filesystems[1].Inodes
+		fa.RestartingUnits = []sysinfo.Unit{{Name: "api.service", Restarts: 5}}
+		fa.KernelLog = []sysinfo.LogLine{{Age: time.Minute, Priority: 3, Text: klog}}
+		inv := &brain.Investigation{Issue: "port 8080 " + klog, Facts: fa, Final: true, Rounds: []brain.Round{{
+			Commands: []brain.CommandRun{
+				{Result: safeexec.Result{Command: cmdSS, Stdout: ss}},
+				{Result: safeexec.Result{Command: "journalctl -u api.service -n 30 --no-pager", Stdout: journal}},
+				{Result: safeexec.Result{Command: cmdJournal, Stdout: journal}},
+				{Result: safeexec.Result{Command: "du --inodes -x -d 2 /var 2>/dev/null | sort -rn | head -n 12", Stdout: du}},
+				{Result: safeexec.Result{Command: cmdDmesg, Stdout: klog}},
+				{Result: safeexec.Result{Command: cmdDstate, Stdout: ss}},
+				{Result: safeexec.Result{Command: "namei -l /x", Stdout: du}},
+			},
+			Traces: []brain.TraceRun{{Result: syscallsResult(nil, [][]string{{"bind", "EADDRINUSE", "2"}})}},
+		}}}
+		raw, err := e.Next(context.Background(), inv)
+		require.NoError(t, err)
+		r, err := protocol.Parse(raw)
+		require.NoError(t, err)
+		require.Equal(t, protocol.Resolution, r.Type)
+		require.NotEmpty(t, r.Findings)
+	})
+}

@@ -175,6 +175,14 @@ func TestEachFindingKind(t *testing.T) {
 				[][]string{{"kernel, 5m0s ago: blk_update_request: I/O error, dev sdb, sector 2048"}, {"Buffer I/O error on dev sdb1"}}},
 		},
 		{
+			name:   "failed block requests during the trace",
+			issue:  "x",
+			facts:  func(f *sysinfo.Facts) {},
+			traces: []*catalog.Result{biolatencyResult([][]string{{"vdb", "read", "120", "491520", "900", "2000", "7"}})},
+			want: want{"critical", "I/O errors on vdb during the trace", []string{"Block requests to vdb complete with errors"},
+				[][]string{{"biolatency: 7 read requests to vdb failed during the trace"}}},
+		},
+		{
 			name:  "hung task",
 			issue: "x",
 			facts: func(f *sysinfo.Facts) {
