@@ -3,12 +3,18 @@
 /* exec: what is being started. One event per execve/execveat, successful or
  * not.
  *
- * The cheap path is the common one. At syscall entry only the user pointers
- * are kept. A successful exec is reported from sched:sched_process_exec, in
- * the new image: its argv then lies contiguous in the new mm between
- * arg_start and arg_end, so one bounded copy takes it all. Only a failed exec
- * (the old memory is still there at syscall exit) walks argv string by
- * string. Copying argv at every entry cost ~3 us per exec; this ~1 us. */
+ * A successful exec is reported from sched:sched_process_exec, in the new
+ * image: its argv then lies contiguous in the new mm between arg_start and
+ * arg_end, so one bounded copy takes it all. A failed exec is reported at
+ * syscall exit, where the old memory is still there, walking argv string by
+ * string.
+ *
+ * The failed exec needs the syscall's user pointers at exit. Where the
+ * kernel has bpf_task_pt_regs (5.15+) and no filter has to see the caller
+ * before exec, they are read back from the task's saved registers and
+ * sys_enter is not hooked at all: the first program an exec runs costs
+ * ~300 ns here even when it does nothing. Otherwise sys_enter keeps them
+ * (at_entry), and sched_process_exec and sys_exit report only what it kept. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
 #include "common/events.bpf.h"
@@ -17,37 +23,45 @@
 #define ARG_LEN 128
 #define ARGS_SIZE 1024
 #define FILENAME_LEN 256
+#define DATA_SIZE (FILENAME_LEN + ARGS_SIZE)
 
 const volatile bool targ_failed = false;
+const volatile bool at_entry = true;
 
+/* Only the bytes used are sent: the header, the filename, then argv. */
 struct exec_event {
-	__u64 ts_ns;
 	__s32 pid;
 	__s32 tid;
 	__s32 ppid;
 	__u32 uid;
 	__s32 retval;
-	__u32 args_count;   /* unused: Go counts the NUL-separated strings */
-	__u32 args_size;    /* bytes used in args */
-	__u32 truncated;    /* 1 when argv did not fit */
+	__u32 truncated;     /* 1 when argv did not fit */
+	__u16 filename_size; /* bytes of data holding the filename, NUL included */
+	__u16 args_size;     /* bytes of data after the filename holding argv */
 	char comm[TASK_COMM_LEN];
-	char filename[FILENAME_LEN];
-	char args[ARGS_SIZE];
+	char data[DATA_SIZE];
 };
 
 /* What sys_enter keeps until the exec resolves: user pointers, as
- * integers (bpf2go renders map values as Go types). */
+ * integers (bpf2go renders map values as Go types), and the tid that owns
+ * the slot. */
 struct pending_exec {
 	__u64 filename;
 	__u64 argv;
+	__u32 tid;
+	__u32 pad;
 };
 
-/* Every entry is deleted by sched_process_exec (keyed by old_pid, so an
- * exec by a non-leader thread is found too) or at syscall exit. A plain
- * hash: an LRU update cost ~1 us per exec here. */
+/* One slot per tid modulo the map size, a power of two that Go sets from
+ * pid_max: an array lookup is a few inlined instructions, where a hash
+ * update and delete cost several hundred ns per exec. sched_process_exec frees a slot
+ * (found by old_pid, so an exec by a non-leader thread is found too), or
+ * sys_exit of a failed exec. */
+const volatile __u32 pending_mask = 0;
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct pending_exec);
 } pending SEC(".maps");
@@ -60,34 +74,53 @@ struct {
 	__type(value, struct exec_event);
 } scratch SEC(".maps");
 
-static __always_inline struct exec_event *new_event(__s32 ret)
-{
-	__u32 zero = 0;
-	struct exec_event *e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return NULL;
+/* bpf_get_current_task_btf (5.11+) lets the task be read with plain loads
+ * instead of a helper call per field; the check is a CO-RE constant, so
+ * the verifier drops the branch a kernel cannot take. */
+#define HAVE_TASK_BTF bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
 
-	__u64 id = bpf_get_current_pid_tgid();
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->retval = ret;
-	e->args_count = 0;
-	e->args_size = 0;
-	e->truncated = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	return e;
+static __always_inline struct pending_exec *slot(__u32 tid)
+{
+	__u32 key = tid & pending_mask;
+	return bpf_map_lookup_elem(&pending, &key);
 }
 
-static __always_inline void emit_event(void *ctx, struct exec_event *e)
+static __always_inline struct exec_event *scratch_event(void)
 {
-	__u32 size = e->args_size;
-	if (size > ARGS_SIZE)
-		size = ARGS_SIZE;
-	emit(ctx, e, offsetof(struct exec_event, args) + size);
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline void fill_header(struct exec_event *e, __s32 ret)
+{
+	if (HAVE_TASK_BTF) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		e->pid = t->tgid;
+		e->tid = t->pid;
+		e->ppid = t->real_parent->tgid;
+		e->uid = t->cred->uid.val;
+		__builtin_memcpy(e->comm, t->comm, TASK_COMM_LEN);
+	} else {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		e->pid = id >> 32;
+		e->tid = (__u32)id;
+		e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+		e->uid = (__u32)bpf_get_current_uid_gid();
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
+	e->retval = ret;
+	e->truncated = 0;
+}
+
+/* used is 64-bit: a 32-bit one is widened after its bound check, and the
+ * verifier loses the bound on the widened copy. */
+static __always_inline void emit_event(void *ctx, struct exec_event *e, __u64 used)
+{
+	barrier_var(used);
+	if (used > DATA_SIZE)
+		return;
+	emit(ctx, e, offsetof(struct exec_event, data) + used);
 }
 
 static __always_inline int on_enter(const char *filename, const char *const *argv)
@@ -95,85 +128,141 @@ static __always_inline int on_enter(const char *filename, const char *const *arg
 	if (!filter_current())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_exec p = {.filename = (__u64)filename, .argv = (__u64)argv};
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	struct pending_exec *p = slot(tid);
+	if (!p)
+		return 0;
+	if (p->tid && p->tid != tid)
+		count_lost(); /* two execs in flight share a slot: the older is lost */
+	p->filename = (__u64)filename;
+	p->argv = (__u64)argv;
+	p->tid = tid;
 	return 0;
 }
 
 SEC("tracepoint/sched/sched_process_exec")
 int tp_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
-	/* Keyed by the tid that entered execve: old_pid. */
-	__u32 old = ctx->old_pid;
-	if (!bpf_map_lookup_elem(&pending, &old))
-		return 0; /* filtered out at entry, or started before the trace */
-	bpf_map_delete_elem(&pending, &old);
+	if (at_entry) {
+		/* The slot belongs to the tid that entered execve: old_pid. */
+		__u32 old = ctx->old_pid;
+		struct pending_exec *p = slot(old);
+		if (!p || p->tid != old)
+			return 0; /* filtered out at entry, or started before the trace */
+		p->tid = 0;
+	}
 	if (targ_failed)
 		return 0;
 
-	struct exec_event *e = new_event(0);
+	struct exec_event *e = scratch_event();
 	if (!e)
 		return 0;
-	/* __data_loc is (length << 16 | offset): one bounded copy instead of a
-	 * byte-by-byte string copy. */
+	fill_header(e, 0);
+	/* __data_loc is (length << 16 | offset), the length counting the NUL:
+	 * one bounded copy instead of a byte-by-byte string copy. */
 	__u32 loc = ctx->__data_loc_filename;
-	__u32 flen = loc >> 16;
-	if (flen > FILENAME_LEN - 1)
-		flen = FILENAME_LEN - 1;
-	bpf_probe_read_kernel(e->filename, flen, (void *)ctx + (loc & 0xFFFF));
-	e->filename[flen & (FILENAME_LEN - 1)] = '\0';
+	__u64 fsize = loc >> 16;
+	if (fsize > FILENAME_LEN)
+		fsize = FILENAME_LEN;
+	if (!fsize || bpf_probe_read_kernel(e->data, fsize, (void *)ctx + (loc & 0xFFFF)))
+		fsize = 0;
+	else
+		e->data[(fsize - 1) & (FILENAME_LEN - 1)] = '\0';
+	e->filename_size = fsize;
 
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	unsigned long start = BPF_CORE_READ(task, mm, arg_start);
-	unsigned long end = BPF_CORE_READ(task, mm, arg_end);
-	unsigned long len = end - start;
-	if (end <= start)
-		len = 0;
-	if (len > ARGS_SIZE) {
-		len = ARGS_SIZE;
-		e->truncated = 1;
+	unsigned long start, end;
+	if (HAVE_TASK_BTF) {
+		struct mm_struct *mm = bpf_get_current_task_btf()->mm;
+		start = mm->arg_start;
+		end = mm->arg_end;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		start = BPF_CORE_READ(t, mm, arg_start);
+		end = BPF_CORE_READ(t, mm, arg_end);
 	}
-	if (len && !bpf_probe_read_user(e->args, len, (const void *)start))
-		e->args_size = len;
-	emit_event(ctx, e);
+	__u64 len = 0;
+	if (end > start) {
+		len = end - start;
+		if (len > ARGS_SIZE) {
+			len = ARGS_SIZE;
+			e->truncated = 1;
+		}
+		if (bpf_probe_read_user(e->data + fsize, len, (const void *)start))
+			len = 0;
+	}
+	e->args_size = len;
+	emit_event(ctx, e, fsize + len);
 	return 0;
 }
 
-static __always_inline int on_exit(void *ctx, long ret)
+/* The pointers of a failed exec, from the slot sys_enter filled, or from
+ * the registers the syscall was entered with (a failed exec leaves them as
+ * they were; only the return value register changed). */
+static __always_inline bool failed_args(bool execveat, const char **filename, const char *const **argv)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct pending_exec *p = bpf_map_lookup_elem(&pending, &tid);
-	if (!p)
-		return 0; /* success: sched_process_exec reported it */
-	const char *filename = (const char *)p->filename;
-	const char *const *argv = (const char *const *)p->argv;
-	bpf_map_delete_elem(&pending, &tid);
-	if (ret >= 0)
-		return 0; /* succeeded without passing sched_process_exec: not ours */
+	if (at_entry) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		struct pending_exec *p = slot(tid);
+		if (!p || p->tid != tid)
+			return false; /* filtered out at entry, or started before the trace */
+		*filename = (const char *)p->filename;
+		*argv = (const char *const *)p->argv;
+		p->tid = 0;
+		return true;
+	}
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return false; /* Go keeps at_entry on such kernels */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (execveat) {
+		*filename = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		*argv = (const char *const *)PT_REGS_PARM3_CORE_SYSCALL(regs);
+	} else {
+		*filename = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		*argv = (const char *const *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	}
+	return true;
+}
 
-	struct exec_event *e = new_event(ret);
+static __always_inline int on_exit(void *ctx, long ret, bool execveat)
+{
+	/* A success was reported by sched_process_exec, which freed its slot. */
+	if (ret >= 0)
+		return 0;
+	const char *filename;
+	const char *const *argv;
+	if (!failed_args(execveat, &filename, &argv))
+		return 0;
+
+	struct exec_event *e = scratch_event();
 	if (!e)
 		return 0;
-	bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
+	fill_header(e, ret);
+	long n = bpf_probe_read_user_str(e->data, FILENAME_LEN, filename);
+	__u64 fsize = n > 0 ? n : 0;
+	if (fsize > FILENAME_LEN)
+		fsize = FILENAME_LEN;
+	e->filename_size = fsize;
+	char *args = e->data + fsize;
+	__u64 size = 0;
 	#pragma unroll
 	for (int i = 0; i < MAX_ARGS; i++) {
 		const char *arg = NULL;
 		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
 			goto out;
-		if (e->args_size > ARGS_SIZE - ARG_LEN) {
+		if (size > ARGS_SIZE - ARG_LEN) {
 			e->truncated = 1;
 			goto out;
 		}
-		long n = bpf_probe_read_user_str(&e->args[e->args_size], ARG_LEN, arg);
+		n = bpf_probe_read_user_str(&args[size], ARG_LEN, arg);
 		if (n <= 0)
 			goto out;
-		e->args_size += n;
+		size += n;
 	}
 	const char *next = NULL;
 	if (!bpf_probe_read_user(&next, sizeof(next), &argv[MAX_ARGS]) && next)
 		e->truncated = 1;
 out:
-	emit_event(ctx, e);
+	e->args_size = size;
+	emit_event(ctx, e, fsize + size);
 	return 0;
 }
 
@@ -192,13 +281,13 @@ int tp_enter_execveat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_execve")
 int tp_exit_execve(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx, ctx->ret);
+	return on_exit(ctx, ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int tp_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx, ctx->ret);
+	return on_exit(ctx, ctx->ret, true);
 }
 
 char LICENSE[] SEC("license") = "GPL";

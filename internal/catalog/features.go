@@ -31,6 +31,10 @@ const (
 	FeatureUprobe        Feature = "uprobe"
 	FeaturePerfEvent     Feature = "perf_event"
 	FeatureStackTrace    Feature = "stack_trace"
+	// FeatureTaskPtRegs is the bpf_task_pt_regs helper in tracepoint
+	// programs (5.15+): a task's saved syscall registers. Only entries
+	// that can do without it ask; check does not list it.
+	FeatureTaskPtRegs Feature = "task_pt_regs"
 )
 
 // AllFeatures lists every feature, in report order.
@@ -123,6 +127,8 @@ func (k *Kernel) probeFeature(feat Feature) Status {
 		err = probePerfEvent()
 	case FeatureStackTrace:
 		err = features.HaveMapType(ebpf.StackTrace)
+	case FeatureTaskPtRegs:
+		err = features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs)
 	default:
 		return Status{State: Inconclusive, Detail: "unknown feature"}
 	}

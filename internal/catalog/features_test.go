@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -41,4 +42,27 @@ func TestDisableFromEnvironment(t *testing.T) {
 	k := NewKernel(nil)
 	assert.True(t, k.Disable[FeatureTpBTF])
 	assert.True(t, k.Disable[FeatureRingBuf])
+}
+
+// bpf_task_pt_regs came with 5.15: from there on the probe must find it
+// (older kernels may have it backported, so they are not held to No).
+func TestProbeTaskPtRegs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("NANNYAGENT_REQUIRE_BPF") == "1" {
+			t.Fatal("NANNYAGENT_REQUIRE_BPF=1 but not root")
+		}
+		t.Skip("feature probes need root")
+	}
+	var major, minor int
+	_, err := fmt.Sscanf(kernelRelease(), "%d.%d", &major, &minor)
+	require.NoError(t, err, kernelRelease())
+	st := NewKernel(nil).Feature(FeatureTaskPtRegs)
+	if major > 5 || major == 5 && minor >= 15 {
+		assert.Equal(t, Yes, st.State, "kernel %s: %s", kernelRelease(), st.Detail)
+	} else {
+		assert.Contains(t, []State{Yes, No}, st.State, "kernel %s: %s", kernelRelease(), st.Detail)
+	}
+	k := NewKernel(nil)
+	k.Disable[FeatureTaskPtRegs] = true
+	assert.False(t, k.Have(FeatureTaskPtRegs))
 }

@@ -6,6 +6,8 @@ package exec
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -59,13 +61,18 @@ func (Entry) Start(ctx context.Context, k *catalog.Kernel, p catalog.Params) (ca
 	return start(k, p)
 }
 
-// objects names only what this entry loads.
+// objects names what this entry loads: exitObjects always, the sys_enter
+// programs only when the trace keeps the pointers at entry (keepAtEntry).
 type objects struct {
+	exitObjects
 	TpEnterExecve   *ebpf.Program `ebpf:"tp_enter_execve"`
 	TpEnterExecveat *ebpf.Program `ebpf:"tp_enter_execveat"`
-	TpExitExecve    *ebpf.Program `ebpf:"tp_exit_execve"`
-	TpExitExecveat  *ebpf.Program `ebpf:"tp_exit_execveat"`
-	TpSchedExec     *ebpf.Program `ebpf:"tp_sched_exec"`
+}
+
+type exitObjects struct {
+	TpExitExecve   *ebpf.Program `ebpf:"tp_exit_execve"`
+	TpExitExecveat *ebpf.Program `ebpf:"tp_exit_execveat"`
+	TpSchedExec    *ebpf.Program `ebpf:"tp_sched_exec"`
 	execMaps
 }
 
@@ -97,7 +104,20 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 			return nil, fmt.Errorf("exec: %w", err)
 		}
 	}
-	if err := k.Load(spec, &t.objs); err != nil {
+	atEntry := keepAtEntry(k, p)
+	slots := uint32(1)
+	var load any = &t.objs.exitObjects
+	if atEntry {
+		slots, load = pendingSlots(readPidMax()), &t.objs
+	}
+	spec.Maps["pending"].MaxEntries = slots
+	if err := spec.Variables["pending_mask"].Set(slots - 1); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	if err := spec.Variables["at_entry"].Set(atEntry); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	if err := k.Load(spec, load); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	defer func() {
@@ -121,6 +141,9 @@ func start(k *catalog.Kernel, p catalog.Params) (_ catalog.Trace, err error) {
 		{"syscalls", "sys_enter_execve", t.objs.TpEnterExecve},
 		{"syscalls", "sys_enter_execveat", t.objs.TpEnterExecveat},
 	} {
+		if a.prog == nil {
+			continue // sys_enter, when the pointers are read at exit
+		}
 		if err := t.Links.Tracepoint(a.group, a.name, a.prog); err != nil {
 			return nil, fmt.Errorf("exec: %w", err)
 		}
@@ -144,12 +167,60 @@ func (t *trace) handle(raw []byte) {
 	ev := decodeEvent(&rec)
 	t.mu.Lock()
 	t.agg.add(ev)
+	if observe != nil {
+		observe(ev)
+	}
 	t.mu.Unlock()
 }
 
-// headerSize is the fixed part of an event: the kernel sends only the argv
-// bytes used after it.
-var headerSize = int(unsafe.Offsetof(execExecEvent{}.Args))
+// observe, when set before a trace starts (tests), sees every event: the
+// result keeps only a few samples.
+var observe func(Event)
+
+// keepAtEntry tells whether sys_enter must keep each exec's pointers
+// (bpf/exec.bpf.c): when a filter has to see the caller before exec (its
+// comm, uid, cgroup, pid), or when the kernel cannot read a failed exec's
+// arguments back from its saved registers at exit. Otherwise the sys_enter
+// programs are neither loaded nor attached.
+func keepAtEntry(k *catalog.Kernel, p catalog.Params) bool {
+	for _, f := range p.Set() {
+		if f != catalog.FilterFailed {
+			return true
+		}
+	}
+	return !k.Have(catalog.FeatureTaskPtRegs)
+}
+
+// pendingSlots sizes the map of execs in flight (bpf/exec.bpf.c): a slot
+// per tid modulo a power of two. Up to 64Ki slots every tid below pid_max
+// has its own; above, two execs in flight at once may share one, and the
+// older is counted lost.
+func pendingSlots(pidMax uint32) uint32 {
+	const most = 1 << 16
+	slots := uint32(1024)
+	for slots < pidMax && slots < most {
+		slots <<= 1
+	}
+	return slots
+}
+
+// readPidMax returns kernel.pid_max, or a value above any slot count when
+// it cannot be read.
+func readPidMax() uint32 {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 1 << 31
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return 1 << 31
+	}
+	return uint32(n)
+}
+
+// headerSize is the fixed part of an event: the kernel sends only the
+// filename and argv bytes used after it.
+var headerSize = int(unsafe.Offsetof(execExecEvent{}.Data))
 
 // decodeRecord copies a variable-length event into rec.
 func decodeRecord(raw []byte, rec *execExecEvent) error {
@@ -159,15 +230,20 @@ func decodeRecord(raw []byte, rec *execExecEvent) error {
 	*rec = execExecEvent{}
 	dst := unsafe.Slice((*byte)(unsafe.Pointer(rec)), unsafe.Sizeof(*rec))
 	copy(dst, raw)
+	if used := int(rec.FilenameSize) + int(rec.ArgsSize); headerSize+used > len(raw) || used > len(rec.Data) {
+		return fmt.Errorf("exec event record of %d bytes claims %d bytes of filename and %d of argv", len(raw), rec.FilenameSize, rec.ArgsSize)
+	}
 	return nil
 }
 
+// decodeEvent reads a record decodeRecord accepted.
 func decodeEvent(rec *execExecEvent) Event {
+	fs := int(rec.FilenameSize)
 	return Event{
 		PID: rec.Pid, TID: rec.Tid, PPID: rec.Ppid, UID: rec.Uid,
 		Comm:          catalog.CString(rec.Comm[:]),
-		Filename:      catalog.CString(rec.Filename[:]),
-		Args:          catalog.SplitArgs(rec.Args[:], int(rec.ArgsSize)),
+		Filename:      catalog.CString(rec.Data[:fs]),
+		Args:          catalog.SplitArgs(rec.Data[fs:], int(rec.ArgsSize)),
 		ArgsTruncated: rec.Truncated != 0,
 		Ret:           rec.Retval,
 	}

@@ -1,10 +1,14 @@
 package exec
 
 import (
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -12,11 +16,68 @@ import (
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
-// The C struct exec_event is 1336 bytes; a layout change must show here.
+// execveatEnv turns the test binary into a workload process that calls
+// execveat from a thread that is not the leader: "missing|n|bin" fails n
+// times on missing, then replaces itself with bin.
+const execveatEnv = "NANNY_EXECVEAT_HELPER"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(execveatEnv); spec != "" {
+		// The main goroutine keeps the leader thread, so the other
+		// goroutine runs on another thread.
+		runtime.LockOSThread()
+		code := make(chan int)
+		go func() { code <- execveatHelper(spec) }()
+		os.Exit(<-code)
+	}
+	os.Exit(m.Run())
+}
+
+func execveatHelper(spec string) int {
+	if unix.Gettid() == unix.Getpid() {
+		return 103
+	}
+	f := strings.Split(spec, "|")
+	if len(f) != 3 {
+		return 100
+	}
+	n := 0
+	for _, c := range f[1] {
+		n = n*10 + int(c-'0')
+	}
+	for i := 0; i < n; i++ {
+		if err := execveat(f[0], []string{f[0], "at"}); err != unix.ENOENT {
+			return 101
+		}
+	}
+	_ = execveat(f[2], []string{f[2], "at"})
+	return 102 // the exec returned
+}
+
+func execveat(path string, argv []string) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	args, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return err
+	}
+	env := []*byte{nil}
+	cwd := unix.AT_FDCWD
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(cwd), uintptr(unsafe.Pointer(p)),
+		uintptr(unsafe.Pointer(&args[0])), uintptr(unsafe.Pointer(&env[0])), 0, 0)
+	return errno
+}
+
+// The C struct exec_event is 1324 bytes; a layout change must show here.
 func TestEventLayout(t *testing.T) {
-	require.Equal(t, uintptr(1336), unsafe.Sizeof(execExecEvent{}))
+	require.Equal(t, uintptr(1324), unsafe.Sizeof(execExecEvent{}))
+	require.Equal(t, 44, headerSize)
+	require.Equal(t, uintptr(24), unsafe.Sizeof(execPendingExec{}))
 }
 
 func TestExecCountsExactly(t *testing.T) {
@@ -78,20 +139,48 @@ func TestValidateRejectsUnsupportedFilter(t *testing.T) {
 	require.ErrorContains(t, err, "exec does not support the port filter")
 }
 
+// sampleRecord is a failed "ls -la" as the kernel sends it.
+func sampleRecord() []byte {
+	raw := make([]byte, headerSize+15)
+	binary.NativeEndian.PutUint32(raw[16:], uint32(0xfffffffe)) // retval -2
+	binary.NativeEndian.PutUint32(raw[20:], 1)                  // truncated
+	binary.NativeEndian.PutUint16(raw[24:], 8)                  // filename_size
+	binary.NativeEndian.PutUint16(raw[26:], 7)                  // args_size
+	copy(raw[28:], "ls")
+	copy(raw[headerSize:], "/bin/ls\x00ls\x00-la\x00")
+	return raw
+}
+
 func TestDecodeRecord(t *testing.T) {
 	var rec execExecEvent
 	require.Error(t, decodeRecord(make([]byte, 10), &rec))
-	raw := make([]byte, headerSize+7)
-	copy(raw[headerSize:], "ls\x00-la\x00")
-	raw[headerSize-1] = 0
+	raw := sampleRecord()
 	require.NoError(t, decodeRecord(raw, &rec))
-	rec.ArgsSize = 7
-	assert.Equal(t, []string{"ls", "-la"}, decodeEvent(&rec).Args)
+	ev := decodeEvent(&rec)
+	assert.Equal(t, "/bin/ls", ev.Filename)
+	assert.Equal(t, "ls", ev.Comm)
+	assert.Equal(t, []string{"ls", "-la"}, ev.Args)
+	assert.True(t, ev.ArgsTruncated)
+	assert.Equal(t, int32(-2), ev.Ret)
+
+	// Sizes past the end of the record are refused.
+	require.ErrorContains(t, decodeRecord(raw[:len(raw)-1], &rec), "claims 8 bytes of filename and 7 of argv")
+	binary.NativeEndian.PutUint16(raw[26:], 0xffff)
+	require.Error(t, decodeRecord(append(raw, make([]byte, 1<<16)...), &rec))
+}
+
+func TestPendingSlots(t *testing.T) {
+	for _, c := range []struct{ pidMax, want uint32 }{
+		{0, 1024}, {300, 1024}, {32768, 32768}, {32769, 65536}, {4194304, 65536}, {1 << 31, 65536},
+	} {
+		assert.Equal(t, c.want, pendingSlots(c.pidMax), "pid_max %d", c.pidMax)
+	}
 }
 
 func FuzzDecode(f *testing.F) {
 	f.Add(make([]byte, int(unsafe.Sizeof(execExecEvent{}))))
 	f.Add([]byte{1, 2, 3})
+	f.Add(sampleRecord())
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var rec execExecEvent
 		if decodeRecord(raw, &rec) != nil {
@@ -141,4 +230,129 @@ func TestExecPerfBufferFallback(t *testing.T) {
 	assert.Contains(t, res.Attach, "perf buffer")
 	assert.Zero(t, res.Lost)
 	assert.Equal(t, uint64(50), cell(t, res.Tables[0], "nanny-exec-pb", 1))
+}
+
+// Which way the pointers of a failed exec are found: a filter must see the
+// caller before exec, so it keeps them at entry; otherwise they are read
+// back from the registers at exit where the kernel can.
+func TestKeepAtEntry(t *testing.T) {
+	k := catalogtest.Kernel(t)
+	uid := uint32(0)
+	for _, p := range []catalog.Params{{PID: 1}, {TID: 1}, {UID: &uid}, {Comm: "x"}, {Cgroup: "/"}, {Comm: "x", FailedOnly: true}} {
+		assert.True(t, keepAtEntry(k, p), "%+v", p)
+	}
+	regs := k.Have(catalog.FeatureTaskPtRegs)
+	assert.Equal(t, !regs, keepAtEntry(k, catalog.Params{}))
+	assert.Equal(t, !regs, keepAtEntry(k, catalog.Params{FailedOnly: true}))
+	off := catalog.NewKernel(nil)
+	off.Disable[catalog.FeatureTaskPtRegs] = true
+	assert.True(t, keepAtEntry(off, catalog.Params{}))
+}
+
+// Every field of every kind of exec, in both ways of finding a failed
+// exec's arguments: execve and execveat, successful and failed, argv that
+// fits and argv that does not. Unfiltered (a filter would choose the way),
+// so only the workload's own paths are counted.
+func TestExecEveryPathExactly(t *testing.T) {
+	catalogtest.Kernel(t)
+	for _, mode := range []struct {
+		name    string
+		atEntry bool
+	}{{"registers at exit", false}, {"pointers at entry", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			k := catalog.NewKernel(nil)
+			if mode.atEntry {
+				k.Disable[catalog.FeatureTaskPtRegs] = true
+			} else if !k.Have(catalog.FeatureTaskPtRegs) {
+				t.Skipf("no bpf_task_pt_regs here (5.15+): %s", k.Feature(catalog.FeatureTaskPtRegs).Detail)
+			}
+			require.Equal(t, mode.atEntry, keepAtEntry(k, catalog.Params{}))
+			runEveryPath(t, k)
+		})
+	}
+}
+
+func runEveryPath(t *testing.T, k *catalog.Kernel) {
+	truePath, err := exec.LookPath("true")
+	require.NoError(t, err)
+	bin := catalogtest.CopyBinary(t, truePath, "nanny-exec-ok")
+	long := catalogtest.CopyBinary(t, truePath, "nanny-exec-long")
+	binAt := catalogtest.CopyBinary(t, truePath, "nanny-execat-ok")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nanny-missing")
+	missingLong := filepath.Join(dir, "nanny-missing-long")
+	missingAt := filepath.Join(dir, "nanny-missing-at")
+
+	longArgv := []string{long}
+	for i := 0; i < 300; i++ {
+		longArgv = append(longArgv, "0123456789")
+	}
+	manyArgv := []string{missingLong}
+	for i := 0; i < 24; i++ {
+		manyArgv = append(manyArgv, "a")
+	}
+
+	var mu sync.Mutex
+	got := map[string][]Event{}
+	observe = func(ev Event) {
+		switch ev.Filename {
+		case bin, long, binAt, missing, missingLong, missingAt:
+			mu.Lock()
+			got[ev.Filename] = append(got[ev.Filename], ev)
+			mu.Unlock()
+		}
+	}
+	defer func() { observe = nil }()
+
+	const ok, failed, failedAt = 20, 7, 3
+	var helper int
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
+		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(bin, "arg1", "two words").Run()) })
+		catalogtest.Repeat(failed, func() { require.Error(t, exec.Command(missing, "x", "y z").Run()) })
+		require.NoError(t, exec.Command(long, longArgv[1:]...).Run())
+		require.Error(t, exec.Command(missingLong, manyArgv[1:]...).Run())
+		cmd := catalogtest.SelfCommand(t, execveatEnv, missingAt+"|3|"+binAt)
+		require.NoError(t, cmd.Run())
+		helper = cmd.Process.Pid
+	})
+	require.Zero(t, res.Lost)
+	mu.Lock()
+	defer mu.Unlock()
+
+	self, uid, comm := int32(os.Getpid()), uint32(os.Getuid()), catalogtest.SelfComm(t)
+	check := func(path string, n int, ret int32, comm string, argv []string, truncated bool) {
+		t.Helper()
+		require.Len(t, got[path], n, path)
+		for _, ev := range got[path] {
+			assert.Equal(t, ret, ev.Ret, path)
+			assert.Equal(t, comm, ev.Comm, path)
+			assert.Equal(t, argv, ev.Args, path)
+			assert.Equal(t, truncated, ev.ArgsTruncated, path)
+			assert.Equal(t, self, ev.PPID, path)
+			assert.Equal(t, uid, ev.UID, path)
+			if path == missingAt {
+				assert.Equal(t, int32(helper), ev.PID, path)
+				assert.NotEqual(t, ev.PID, ev.TID, "%s: from a thread that is not the leader", path)
+			} else {
+				// A child of exec.Command has one thread; a successful
+				// exec leaves one, with the process's id.
+				assert.Equal(t, ev.PID, ev.TID, path)
+			}
+		}
+	}
+	check(bin, ok, 0, "nanny-exec-ok", []string{bin, "arg1", "two words"}, false)
+	check(missing, failed, -2, comm, []string{missing, "x", "y z"}, false)
+	// A successful exec sends the first 1024 bytes of its argv; a failed
+	// one its first 20 arguments.
+	check(long, 1, 0, "nanny-exec-long", catalog.SplitArgs([]byte(strings.Join(longArgv, "\x00")), 1024), true)
+	check(missingLong, 1, -2, comm, manyArgv[:20], true)
+	check(missingAt, failedAt, -2, comm, []string{missingAt, "at"}, false)
+	// Exec from a thread that is not the leader: it takes the leader's id.
+	check(binAt, 1, 0, "nanny-execat-ok", []string{binAt, "at"}, false)
+	assert.Equal(t, int32(helper), got[binAt][0].TID)
+
+	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], "nanny-exec-ok", 1))
+	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
+	assert.Equal(t, uint64(failedAt), cell(t, res.Tables[1], missingAt, 2))
+	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missingAt)[1])
 }

@@ -14,25 +14,25 @@ import (
 )
 
 type execExecEvent struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Pid       int32
-	Tid       int32
-	Ppid      int32
-	Uid       uint32
-	Retval    int32
-	ArgsCount uint32
-	ArgsSize  uint32
-	Truncated uint32
-	Comm      [16]int8
-	Filename  [256]int8
-	Args      [1024]int8
+	_            structs.HostLayout
+	Pid          int32
+	Tid          int32
+	Ppid         int32
+	Uid          uint32
+	Retval       int32
+	Truncated    uint32
+	FilenameSize uint16
+	ArgsSize     uint16
+	Comm         [16]int8
+	Data         [1280]int8
 }
 
 type execPendingExec struct {
 	_        structs.HostLayout
 	Filename uint64
 	Argv     uint64
+	Tid      uint32
+	Pad      uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -49,7 +49,9 @@ const (
 	execProgTpExitExecve    = "tp_exit_execve"
 	execProgTpExitExecveat  = "tp_exit_execveat"
 	execProgTpSchedExec     = "tp_sched_exec"
+	execVarAtEntry          = "at_entry"
 	execVarFilterComm       = "filter_comm"
+	execVarPendingMask      = "pending_mask"
 	execVarTargCgroup       = "targ_cgroup"
 	execVarTargComm         = "targ_comm"
 	execVarTargFailed       = "targ_failed"
@@ -124,7 +126,9 @@ type execMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execVariableSpecs struct {
+	AtEntry     *ebpf.VariableSpec `ebpf:"at_entry"`
 	FilterComm  *ebpf.VariableSpec `ebpf:"filter_comm"`
+	PendingMask *ebpf.VariableSpec `ebpf:"pending_mask"`
 	TargCgroup  *ebpf.VariableSpec `ebpf:"targ_cgroup"`
 	TargComm    *ebpf.VariableSpec `ebpf:"targ_comm"`
 	TargFailed  *ebpf.VariableSpec `ebpf:"targ_failed"`
@@ -176,7 +180,9 @@ func (m *execMaps) Close() error {
 //
 // It can be passed to loadExecObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execVariables struct {
+	AtEntry     *ebpf.Variable `ebpf:"at_entry"`
 	FilterComm  *ebpf.Variable `ebpf:"filter_comm"`
+	PendingMask *ebpf.Variable `ebpf:"pending_mask"`
 	TargCgroup  *ebpf.Variable `ebpf:"targ_cgroup"`
 	TargComm    *ebpf.Variable `ebpf:"targ_comm"`
 	TargFailed  *ebpf.Variable `ebpf:"targ_failed"`
