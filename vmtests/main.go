@@ -82,6 +82,7 @@ type options struct {
 	boot     string
 	pkgTime  int
 	vmTime   time.Duration
+	vmIdle   time.Duration
 	run      string
 	verbose  bool
 }
@@ -95,10 +96,14 @@ func main() {
 	flag.BoolVar(&o.update, "update", false, "re-pin every kernel to the newest build of its line")
 	flag.StringVar(&o.boot, "boot", "auto", "how to boot guests: qemu, vng, or auto (vng when it is on PATH and the kernel can mount the host's / over 9p or virtiofs)")
 	flag.IntVar(&o.pkgTime, "pkg-timeout", 150, "per test binary timeout in seconds")
-	flag.DurationVar(&o.vmTime, "vm-timeout", 7*time.Minute, "per guest timeout: a guest still running then is a hang and a failure")
+	flag.DurationVar(&o.vmTime, "vm-timeout", 30*time.Minute, "per guest timeout: a guest still running then is a hang and a failure")
+	flag.DurationVar(&o.vmIdle, "vm-idle", 0, "a guest whose console stays silent this long is a hang and a failure (default: -pkg-timeout plus 60s, past the init's kill of a stuck test binary)")
 	flag.StringVar(&o.run, "run", "", "only these packages (comma-separated labels, e.g. exec,kfunc)")
 	flag.BoolVar(&o.verbose, "v", false, "print every package's full test output")
 	flag.Parse()
+	if o.vmIdle == 0 {
+		o.vmIdle = time.Duration(o.pkgTime+60) * time.Second
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	ok, err := run(ctx, o)
@@ -213,7 +218,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		if k.Host() {
 			continue
 		}
-		b := Boot{Kernel: k, Image: images[k.Name], Initramfs: initrd, Dir: filepath.Join(runDir, k.Name), Timeout: o.vmTime}
+		b := Boot{Kernel: k, Image: images[k.Name], Initramfs: initrd, Dir: filepath.Join(runDir, k.Name), Timeout: o.vmTime, Idle: o.vmIdle}
 		if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 			return false, err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -267,3 +268,26 @@ func TestSummaryShowsFailuresAndSkips(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// A console that keeps growing is never a hang, however slowly; one that
+// stops is, once idle has passed.
+func TestWatchConsole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	const idle = time.Second
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan struct{})
+	go func() { watchConsole(ctx, path, idle, cancel); close(done) }()
+	// Writes idle/20 apart for twice idle: a growing console.
+	for i := 0; i < 40; i++ {
+		_, err := f.WriteString("line\n")
+		require.NoError(t, err)
+		time.Sleep(idle / 20)
+		require.NoError(t, context.Cause(ctx), "a growing console was called silent")
+	}
+	<-done
+	require.ErrorIs(t, context.Cause(ctx), errSilent)
+}
