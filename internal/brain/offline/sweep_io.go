@@ -260,16 +260,35 @@ func checkDisks(v *view, fs *findings) {
 			}
 		}
 	}
-	// Host-wide signs of waiting on I/O.
-	var host [][2]string
+	// Host-wide signs of waiting on I/O: source, evidence, and a short
+	// form for the title.
+	var host [][3]string
 	if cpuMeasured(f.CPU) && f.CPU.IOWait >= IOWaitPercent {
-		host = append(host, [2]string{"/proc/stat", fmt.Sprintf("iowait %s of CPU time (threshold %s)", pct(f.CPU.IOWait), pct(IOWaitPercent))})
+		host = append(host, [3]string{"/proc/stat", fmt.Sprintf("iowait %s of CPU time (threshold %s)", pct(f.CPU.IOWait), pct(IOWaitPercent)), "iowait " + pct(f.CPU.IOWait)})
 	}
 	if f.PSI != nil && f.PSI.IO.SomeAvg10 >= PSIIOSomeAvg10 {
-		host = append(host, [2]string{"psi", fmt.Sprintf("I/O pressure: some avg10 %s, full avg10 %s (threshold %s)", pct(f.PSI.IO.SomeAvg10), pct(f.PSI.IO.FullAvg10), pct(PSIIOSomeAvg10))})
+		host = append(host, [3]string{"psi", fmt.Sprintf("I/O pressure: some avg10 %s, full avg10 %s (threshold %s)", pct(f.PSI.IO.SomeAvg10), pct(f.PSI.IO.FullAvg10), pct(PSIIOSomeAvg10)), "I/O pressure " + pct(f.PSI.IO.SomeAvg10)})
 	}
-	if h, ok := v.histogram("fileio", "read latency"); ok && h.Count > 0 && float64(h.P99)/1000 >= FileioReadP99US {
-		host = append(host, [2]string{"trace fileio", fmt.Sprintf("fileio: read() p99 %s over %d reads", msFromUS(float64(h.P99)/1000), h.Count)})
+	// fileio read latency: host-wide from an unfiltered trace; per program
+	// from a trace filtered to one (the issue named it).
+	var slowReaders []string
+	for _, r := range v.results("fileio") {
+		comm := r.Params["comm"]
+		if r.Params["pid"] != "" {
+			continue
+		}
+		for _, h := range r.Histograms {
+			if h.Title != "read latency" || h.Count == 0 || float64(h.P99)/1000 < FileioReadP99US {
+				continue
+			}
+			p99 := msFromUS(float64(h.P99) / 1000)
+			if comm == "" {
+				host = append(host, [3]string{"trace fileio", fmt.Sprintf("fileio: read() p99 %s over %d reads (threshold %s)", p99, h.Count, msFromUS(FileioReadP99US)), "read() p99 " + p99})
+			} else {
+				host = append(host, [3]string{"trace fileio", fmt.Sprintf("fileio: %s's read() p99 %s over %d reads (threshold %s)", comm, p99, h.Count, msFromUS(FileioReadP99US)), comm + " read() p99 " + p99})
+				slowReaders = append(slowReaders, comm)
+			}
+		}
 	}
 	ds := dstates(v)
 	if len(byDisk) == 0 && len(host) == 0 {
@@ -328,10 +347,18 @@ func checkDisks(v *view, fs *findings) {
 			fd.set("pid", hp.pid)
 		}
 		var victims []string
+		for _, c := range slowReaders {
+			if c != heavy {
+				victims = append(victims, c)
+			}
+		}
 		for _, d := range ds {
 			if d.comm != heavy {
 				victims = append(victims, d.comm)
 			}
+		}
+		if i > 0 {
+			victims = nil
 		}
 		label := n
 		if label == "" {
@@ -340,7 +367,7 @@ func checkDisks(v *view, fs *findings) {
 		if len(s.signals) > 0 {
 			fd.title = fmt.Sprintf("Disk %s saturated: %s", label, strings.Join(s.signals, ", "))
 		} else {
-			fd.title = "Processes wait on I/O: " + strings.Join(firstCol(host), ", ")
+			fd.title = "Processes wait on I/O: " + strings.Join(shortCol(host), ", ")
 		}
 		fd.rootCause = fmt.Sprintf("The disk %s cannot keep up with the I/O asked of it, so requests queue and every process reading or writing it waits.", label)
 		if n == "" {
@@ -349,7 +376,12 @@ func checkDisks(v *view, fs *findings) {
 		if heavy != "" {
 			fd.rootCause += fmt.Sprintf(" Most of the I/O comes from %s (pid %s)", heavy, hp.pid)
 			if len(victims) > 0 {
-				fd.rootCause += fmt.Sprintf("; %s wait behind it", joinMax(uniq(victims), 3))
+				vs := uniq(victims)
+				verb := "wait"
+				if len(vs) == 1 {
+					verb = "waits"
+				}
+				fd.rootCause += fmt.Sprintf("; %s %s behind it", joinMax(vs, 3), verb)
 			}
 			fd.rootCause += "."
 		}
@@ -363,10 +395,10 @@ func checkDisks(v *view, fs *findings) {
 	}
 }
 
-func firstCol(x [][2]string) []string {
+func shortCol(x [][3]string) []string {
 	var out []string
 	for _, e := range x {
-		out = append(out, strings.SplitN(e[1], " (", 2)[0])
+		out = append(out, e[2])
 	}
 	return out
 }

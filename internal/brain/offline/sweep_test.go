@@ -159,8 +159,22 @@ func TestEachFindingKind(t *testing.T) {
 				[][]string{{"vdb", "write", "5200", "681574400", "95000", "420000", "0"}, {"vdb", "read", "300", "2457600", "60000", "380000", "0"}},
 				[]string{"3131", "dd", "vdb", "write", "5100", "668467200", "96000"}, []string{"640", "postgres", "vdb", "read", "290", "2375680", "61000"})},
 			want: want{"warning", "Disk vdb saturated: 99% busy, await 180 ms, write p99 420 ms, read p99 380 ms",
-				[]string{"Most of the I/O comes from dd (pid 3131); postgres wait behind it."},
+				[]string{"Most of the I/O comes from dd (pid 3131); postgres waits behind it."},
 				[][]string{{"vdb busy 99% of the time, await 180.0 ms"}, {"biolatency: vdb write p99 420 ms"}, {"iowait 35% of CPU time"}, {"tasks waiting in D state: postgres (pid 640, in io_schedule), dd (pid 3131"}, {"biolatency: dd (pid 3131) submitted 5100 write requests"}}},
+		},
+		{
+			name:  "a named program's reads wait on I/O",
+			issue: "postgres reads are slow",
+			facts: func(f *sysinfo.Facts) { f.CPU.IOWait, f.CPU.Idle = 28, 64 },
+			traces: []*catalog.Result{func() *catalog.Result {
+				r := result("fileio", map[string]string{"comm": "postgres"}, tbl("I/O by process", []string{"pid", "comm", "files", "reads", "read_bytes", "writes", "write_bytes"},
+					[]string{"640", "postgres", "3", "1200", "9830400", "0", "0"}))
+				r.Histograms = []catalog.Histogram{{Title: "read latency", Unit: "ns", Count: 1200, P50: 2_000_000, P99: 350_000_000}}
+				return r
+			}()},
+			want: want{"warning", "Processes wait on I/O: iowait 28%, postgres read() p99 350 ms",
+				[]string{"Processes spend their time waiting for I/O", "Most of the I/O comes from postgres (pid 640)."},
+				[][]string{{"iowait 28% of CPU time (threshold 20%)"}, {"fileio: postgres's read() p99 350 ms over 1200 reads"}}},
 		},
 		{
 			name:  "I/O errors in the kernel log",
