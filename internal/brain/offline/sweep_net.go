@@ -108,7 +108,7 @@ func checkDNS(v *view, fs *findings) {
 		if e == "" {
 			e = "no answer"
 		}
-		errs = append(errs, fmt.Sprintf("%s: %s", r.Address, e))
+		errs = append(errs, fmt.Sprintf("nameserver %s did not answer a query: %s", r.Address, e))
 	}
 	conf := v.f.Network.ResolvConf
 	if conf == "" {
@@ -123,7 +123,7 @@ func checkDNS(v *view, fs *findings) {
 		f = fs.get("dns.failing", "", sev)
 		f.set("resolver", failing[0])
 		for _, e := range errs {
-			f.add("resolver probe", "nameserver %s did not answer a query", e)
+			f.add("resolver probe", "%s", e)
 		}
 		if len(answering) > 0 {
 			f.add("resolver probe", "answering: %s", strings.Join(answering, ", "))
@@ -144,8 +144,10 @@ func checkDNS(v *view, fs *findings) {
 	var lines []string
 	for _, tb := range v.tables("dns", "lookups by name") {
 		for _, r := range tb.rows {
+			// EAI_NONAME and "not found" are answers (the name does not
+			// exist); only these say the resolver itself failed.
 			res := tb.get(r, "result")
-			if res == "ok" || res == "" {
+			if res != "EAI_AGAIN" && res != "EAI_FAIL" && res != "EAI_SYSTEM" {
 				continue
 			}
 			c := int(tb.num(r, "count"))
@@ -161,8 +163,8 @@ func checkDNS(v *view, fs *findings) {
 			return
 		}
 		f = fs.get("dns.failing", "", sevWarning)
-		f.title = fmt.Sprintf("Name lookups fail (%d failures during the trace)", failed)
-		f.rootCause = "Programs on this host fail to resolve host names: the names do not exist (EAI_NONAME) or the resolver does not answer (EAI_AGAIN)."
+		f.title = fmt.Sprintf("Name lookups fail: the resolver does not answer (%d failures during the trace)", failed)
+		f.rootCause = "Programs on this host fail to resolve host names with temporary failures (EAI_AGAIN): the resolver they use does not answer, although the nameservers the agent probed did."
 		f.fix = []string{"Check the names the programs look up and the resolver configuration (cat /etc/resolv.conf, getent hosts <name>)"}
 		f.conf = 1
 	}

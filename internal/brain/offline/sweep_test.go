@@ -244,7 +244,17 @@ func TestEachFindingKind(t *testing.T) {
 				f.Network.Resolvers = []sysinfo.Resolver{{Address: "10.9.9.9", Error: "i/o timeout"}}
 			},
 			want: want{"critical", "Name resolution fails: no nameserver in /etc/resolv.conf answers (10.9.9.9)", []string{"Every nameserver /etc/resolv.conf lists (10.9.9.9) fails to answer"},
-				[][]string{{"nameserver 10.9.9.9: i/o timeout did not answer a query"}}},
+				[][]string{{"nameserver 10.9.9.9 did not answer a query: i/o timeout"}}},
+		},
+		{
+			name:  "lookups time out while the probed nameserver answers",
+			issue: "x",
+			facts: func(f *sysinfo.Facts) {},
+			traces: []*catalog.Result{result("dns", nil, tbl("lookups by name", []string{"name", "function", "result", "count", "avg_us", "max_us", "address"},
+				[]string{"x.invalid", "getaddrinfo", "EAI_NONAME", "40", "100", "200", "-"},
+				[]string{"api.internal", "getaddrinfo", "EAI_AGAIN", "5", "5000000", "5000000", "-"}))},
+			want: want{"warning", "Name lookups fail: the resolver does not answer (5 failures during the trace)", []string{"EAI_AGAIN"},
+				[][]string{{"dns: getaddrinfo lookup of api.internal failed with EAI_AGAIN 5 times"}}},
 		},
 		{
 			name:  "unit restarting because its port is taken",
