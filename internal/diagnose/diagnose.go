@@ -17,6 +17,7 @@ import (
 	"github.com/nannyagent/nannyagent/internal/catalog/resolver"
 	"github.com/nannyagent/nannyagent/internal/catalog/runner"
 	"github.com/nannyagent/nannyagent/internal/protocol"
+	"github.com/nannyagent/nannyagent/internal/redact"
 	"github.com/nannyagent/nannyagent/internal/safeexec"
 	"github.com/nannyagent/nannyagent/internal/sysinfo"
 	"go.uber.org/zap"
@@ -54,7 +55,7 @@ type Options struct {
 	Exec     *safeexec.Options
 	Parallel int
 	// Redact is applied to every command output and trace result before
-	// it is stored, shown or sent; nil leaves text as it is (tests only).
+	// it is stored, shown or sent; nil means redact.String.
 	Redact   func(string) string
 	Progress func(Event)
 	Log      *zap.Logger
@@ -130,7 +131,7 @@ func (o *Options) defaults() {
 		o.Parallel = DefaultParallel
 	}
 	if o.Redact == nil {
-		o.Redact = func(s string) string { return s }
+		o.Redact = redact.String
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()

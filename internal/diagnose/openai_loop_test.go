@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nannyagent/nannyagent/internal/redact"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -437,32 +438,6 @@ var planted = []struct{ line, secret string }{
 	{"secret: s3cr3t-v@lue!", "s3cr3t-v@lue!"},
 }
 
-// redactForTest stands in for the agent's redactor: the loop applies
-// whatever Options.Redact is before anything is stored or sent, which is
-// what this test checks end to end through the engine.
-var redactPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----`),
-	regexp.MustCompile(`(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+`),
-	regexp.MustCompile(`\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`),
-	regexp.MustCompile(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`),
-	regexp.MustCompile(`(?i)\b(aws_secret_access_key|[a-z_]*password|[a-z_]*secret|[a-z_]*token|api_?key)(\s*[:=]\s*)\S+`),
-	regexp.MustCompile(`(://[^/\s:@]+:)[^/\s@]+@`),
-}
-
-func redactForTest(s string) string {
-	for i, re := range redactPatterns {
-		switch i {
-		case 4:
-			s = re.ReplaceAllString(s, "${1}${2}[REDACTED]")
-		case 5:
-			s = re.ReplaceAllString(s, "${1}[REDACTED]@")
-		default:
-			s = re.ReplaceAllString(s, "[REDACTED]")
-		}
-	}
-	return s
-}
-
 func TestOpenAISecretsNeverReachTheEndpoint(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "app.env")
@@ -476,7 +451,7 @@ func TestOpenAISecretsNeverReachTheEndpoint(t *testing.T) {
 	s := openaitest.New(t, openaitest.Reply(diag), openaitest.Reply(resolved))
 	s.Key = apiKey
 	rep, err := Run(context.Background(), "the app cannot log in to its database", Options{
-		Engine: openaiEngine(t, s), Exec: testExec(), Redact: redactForTest})
+		Engine: openaiEngine(t, s), Exec: testExec(), Redact: redact.String})
 	require.NoError(t, err)
 	require.True(t, rep.Resolved())
 	// The command ran and its output flowed: the test can fail.
