@@ -58,7 +58,10 @@ func renderReport(w io.Writer, rep *diagnose.Report, styled bool) {
 func renderFindings(w io.Writer, rep *diagnose.Report, head func(string) string, chosen string) {
 	var others []protocol.Finding
 	for _, f := range rep.Findings {
-		if chosen != "" && strings.TrimSpace(f.RootCause) == strings.TrimSpace(chosen) {
+		if chosen != "" && (strings.TrimSpace(f.RootCause) == strings.TrimSpace(chosen) ||
+			(strings.TrimSpace(f.Title) != "" && strings.Contains(chosen, strings.TrimSpace(f.Title)))) {
+			// The resolution is about this one (engines often lead the
+			// root cause with the finding's title).
 			continue
 		}
 		others = append(others, f)
