@@ -149,6 +149,7 @@ func Collect(ctx context.Context, opts Options) *Facts {
 	spawn(func() { c.services(ctx, f) })
 	spawn(func() { f.Network.ResolvConf, f.Network.Resolvers = c.resolvers(ctx) })
 	spawn(func() { f.Network.Interfaces = c.interfaces() })
+	spawn(func() { f.Network.Listeners = c.listeners() })
 	spawn(func() { f.Memory = c.memory(); f.PSI = c.psi() })
 	spawn(func() { f.Limits = c.limits() })
 	var details map[int]*procDetail
