@@ -63,7 +63,8 @@ type procNetListener struct {
 // parseProcNetTCP reads the LISTEN rows of a /proc/net/tcp{,6} table:
 // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt
 // uid timeout inode ...". For a listening socket rx_queue is the accept
-// queue's length and tx_queue the listen() backlog.
+// queue's length; the backlog is not in this table (ss reads it over
+// netlink), so Backlog stays 0.
 func parseProcNetTCP(b []byte) []procNetListener {
 	var out []procNetListener
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -81,12 +82,11 @@ func parseProcNetTCP(b []byte) []procNetListener {
 		if !ok {
 			continue
 		}
-		tx, rx, _ := strings.Cut(f[4], ":")
-		backlog, _ := strconv.ParseUint(tx, 16, 64)
+		_, rx, _ := strings.Cut(f[4], ":")
 		queued, _ := strconv.ParseUint(rx, 16, 64)
 		inode, _ := strconv.ParseUint(f[9], 10, 64)
 		out = append(out, procNetListener{
-			Listener: Listener{Address: net.JoinHostPort(addr, strconv.Itoa(port)), Port: port, Queued: queued, Backlog: backlog},
+			Listener: Listener{Address: net.JoinHostPort(addr, strconv.Itoa(port)), Port: port, Queued: queued},
 			inode:    inode,
 		})
 	}

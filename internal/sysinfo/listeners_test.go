@@ -20,8 +20,8 @@ func TestParseProcNetTCP(t *testing.T) {
 `
 	got := parseProcNetTCP([]byte(tcp))
 	require.Equal(t, []procNetListener{
-		{Listener: Listener{Address: "127.0.0.1:8080", Port: 8080, Queued: 3, Backlog: 128}, inode: 4242},
-		{Listener: Listener{Address: "0.0.0.0:22", Port: 22, Queued: 0, Backlog: 4096}, inode: 77},
+		{Listener: Listener{Address: "127.0.0.1:8080", Port: 8080, Queued: 3}, inode: 4242},
+		{Listener: Listener{Address: "0.0.0.0:22", Port: 22, Queued: 0}, inode: 77},
 	}, got)
 	tcp6 := `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:01BB 00000000000000000000000000000000:0000 0A 00000200:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0
@@ -29,7 +29,6 @@ func TestParseProcNetTCP(t *testing.T) {
 `
 	got = parseProcNetTCP([]byte(tcp6))
 	require.Equal(t, "[::]:443", got[0].Address)
-	require.Equal(t, uint64(512), got[0].Backlog)
 	require.Equal(t, "[::1]:53", got[1].Address)
 }
 
