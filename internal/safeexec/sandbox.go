@@ -422,7 +422,7 @@ func SandboxSupport() map[string]string {
 		m["seccomp"] = "unavailable: " + err.Error()
 	} else {
 		m["seccomp"] = fmt.Sprintf("%s filter: EPERM for %d syscalls (ptrace among them); signals, scheduling and limits only on itself; no promiscuous mode",
-			arch.name, len(arch.denied)+len(arch.signals)+len(arch.selfOrZero)+1)
+			arch.name, len(arch.denied))
 		if lerr != nil {
 			m["seccomp"] += "; no open for writing (in place of Landlock)"
 		}
