@@ -57,6 +57,10 @@ type finding struct {
 	events int
 }
 
+// issueSource is the evidence source of the issue text itself naming a
+// finding's subject (a mount, a path, a program).
+const issueSource = "the issue text"
+
 // maxEvidencePerSource bounds the evidence one source adds to a finding:
 // a kernel log with a hundred identical errors proves no more than five.
 const maxEvidencePerSource = 6
@@ -180,13 +184,20 @@ func (fs *findings) absorb(into, from *finding) {
 	fs.remove(from)
 }
 
-// ranked orders findings: severity, then independent support, then
-// whether a playbook matching the issue is about them, then the USE
-// order of kinds (errors first), then as found.
+// ranked orders findings: first those about what the issue asks (a
+// matching playbook is about them, or the issue names their subject)
+// that are at least warnings — the operator's question gets its answer
+// before an unrelated problem, which is still listed — then severity,
+// then independent support, then whether a playbook matching the issue
+// is about them, then the USE order of kinds (errors first), then as
+// found.
 func (fs *findings) ranked() []*finding {
 	out := append([]*finding{}, fs.list...)
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
+		if ra, rb := a.answersIssue(), b.answersIssue(); ra != rb {
+			return ra
+		}
 		if a.sev != b.sev {
 			return a.sev > b.sev
 		}
@@ -202,6 +213,12 @@ func (fs *findings) ranked() []*finding {
 		return a.seq < b.seq
 	})
 	return out
+}
+
+// answersIssue says whether f is about what the issue asks and serious
+// enough to be its answer.
+func (f *finding) answersIssue() bool {
+	return f.sev >= sevWarning && (f.boosted || f.sources[issueSource])
 }
 
 func (f *finding) protocol() protocol.Finding {

@@ -269,11 +269,11 @@ func TestRanking(t *testing.T) {
 	fs := &findings{}
 	for i, f := range []*finding{
 		mk("net.iface", sevWarning, 1, false),
-		mk("mem.swap", sevWarning, 1, true),   // boost beats kind order
-		mk("cpu.steal", sevWarning, 2, false), // support beats boost
-		mk("net.retrans", sevInfo, 5, true),   // severity beats support
-		mk("fs.space", sevCritical, 1, false),
-		mk("oom", sevWarning, 1, false), // kind order: errors first
+		mk("mem.swap", sevWarning, 1, true),   // a warning the issue asks about beats an unrelated critical
+		mk("cpu.steal", sevWarning, 2, false), // support beats kind order
+		mk("net.retrans", sevInfo, 5, true),   // an info is never the answer, even if asked about
+		mk("fs.space", sevCritical, 1, false), // severity beats support
+		mk("oom", sevWarning, 1, false),       // kind order: errors first
 	} {
 		f.seq = i
 		fs.list = append(fs.list, f)
@@ -282,7 +282,7 @@ func TestRanking(t *testing.T) {
 	for _, f := range fs.ranked() {
 		got = append(got, f.kind)
 	}
-	require.Equal(t, []string{"fs.space", "cpu.steal", "mem.swap", "oom", "net.iface", "net.retrans"}, got)
+	require.Equal(t, []string{"mem.swap", "fs.space", "cpu.steal", "oom", "net.iface", "net.retrans"}, got)
 }
 
 // TestIssueNamingAMountRanksIt: the same anomaly on two mounts; the one

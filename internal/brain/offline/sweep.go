@@ -106,13 +106,13 @@ func sweep(v *view) *findings {
 	for _, f := range fs.list {
 		switch {
 		case f.subject != "" && v.issueNames(f.subject):
-			f.add("the issue text", "the issue names %s", f.subject)
+			f.add(issueSource, "the issue names %s", f.subject)
 		case f.vars["mount"] != "" && v.issueNamesMount(f.vars["mount"]):
-			f.add("the issue text", "the issue names a path on %s", f.vars["mount"])
+			f.add(issueSource, "the issue names a path on %s", f.vars["mount"])
 		default:
 			for _, k := range []string{"comm", "unit"} {
 				if x := f.vars[k]; x != "" && v.issueNames(strings.TrimSuffix(x, ".service")) {
-					f.add("the issue text", "the issue names %s", x)
+					f.add(issueSource, "the issue names %s", x)
 					break
 				}
 			}

@@ -362,7 +362,7 @@ func checkErrnos(v *view, fs *findings) {
 			}
 		}
 		if base := filepath.Base(path); path != "" && len(base) >= 4 && v.issueNames(base) {
-			f.add("the issue text", "the issue names %s", base)
+			f.add(issueSource, "the issue names %s", base)
 		}
 		f.fix = []string{
 			"Check owner and mode of every directory on the path: namei -l " + orDefault(shellQuote(path), "<path>"),
