@@ -121,10 +121,11 @@ func (s *Server) AgentToken(agentID string) string {
 
 // issueLocked signs a PocketBase auth JWT. Two tokens for the same
 // record issued within one second are the same string, as with
-// PocketBase; the generation makes a re-issued string valid again after
-// ExpireAccessTokens.
+// PocketBase; after ExpireAccessTokens new tokens expire later than
+// every expired one, so they differ from them as a real refresh's do.
 func (s *Server) issueLocked(collectionID, id string) string {
-	exp := s.Now().Add(s.opts.AccessTokenTTL).Unix()
+	exp := max(s.Now().Add(s.opts.AccessTokenTTL).Unix(), s.expiredUpTo+1)
+	s.maxExp = max(s.maxExp, exp)
 	payload, _ := json.Marshal(map[string]any{
 		"collectionId": collectionID, "exp": exp, "id": id, "refreshable": true, "type": "auth",
 	})
@@ -132,17 +133,14 @@ func (s *Server) issueLocked(collectionID, id string) string {
 	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(payload)
 	m := hmac.New(sha256.New, s.secret)
 	m.Write([]byte(unsigned))
-	tok := unsigned + "." + enc.EncodeToString(m.Sum(nil))
-	s.tokens[tok] = s.tokenGen
-	return tok
+	return unsigned + "." + enc.EncodeToString(m.Sum(nil))
 }
 
 // ExpireAccessTokens makes every access token issued so far (user and
 // agent) invalid, as if their exp had passed; new ones work.
 func (s *Server) ExpireAccessTokens() {
 	s.mu.Lock()
-	s.tokenGen++
-	s.minTokenGen = s.tokenGen
+	s.expiredUpTo = s.maxExp
 	s.notifyLocked()
 	s.mu.Unlock()
 }
@@ -348,10 +346,6 @@ func (s *Server) authenticate(r *http.Request) *authRecord {
 }
 
 func (s *Server) verifyLocked(tok string) *authRecord {
-	gen, ok := s.tokens[tok]
-	if !ok || gen < s.minTokenGen {
-		return nil
-	}
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
 		return nil
@@ -372,7 +366,7 @@ func (s *Server) verifyLocked(tok string) *authRecord {
 		ID           string `json:"id"`
 		Type         string `json:"type"`
 	}
-	if json.Unmarshal(raw, &c) != nil || c.Type != "auth" || !s.Now().Before(time.Unix(c.Exp, 0)) {
+	if json.Unmarshal(raw, &c) != nil || c.Type != "auth" || !s.Now().Before(time.Unix(c.Exp, 0)) || c.Exp <= s.expiredUpTo {
 		return nil
 	}
 	switch c.CollectionID {

@@ -171,14 +171,15 @@ type Server struct {
 	// changed is closed and replaced on every state change, for Wait.
 	changed chan struct{}
 
-	users        map[string]*User
-	agents       map[string]*agent
-	agentOrder   []string
-	deviceCodes  map[string]*deviceCode // by device_code
-	userCodes    map[string]*deviceCode // by user_code
-	tokens       map[string]uint64      // issued access token -> generation
-	minTokenGen  uint64
-	tokenGen     uint64
+	users       map[string]*User
+	agents      map[string]*agent
+	agentOrder  []string
+	deviceCodes map[string]*deviceCode // by device_code
+	userCodes   map[string]*deviceCode // by user_code
+	// maxExp is the latest exp issued; tokens with exp up to
+	// expiredUpTo were expired by ExpireAccessTokens.
+	maxExp       int64
+	expiredUpTo  int64
 	staticTokens map[string]*staticToken
 	renewal      bool
 	staticAuth   bool
@@ -205,7 +206,6 @@ func New(t testing.TB, opts Options) *Server {
 		agents:       map[string]*agent{},
 		deviceCodes:  map[string]*deviceCode{},
 		userCodes:    map[string]*deviceCode{},
-		tokens:       map[string]uint64{},
 		staticTokens: map[string]*staticToken{},
 		collections:  newCollections(),
 		clients:      map[string]*rtClient{},
