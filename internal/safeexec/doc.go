@@ -96,13 +96,18 @@
 //
 // Tools that give up root themselves and exit when they cannot (tcpdump)
 // start as uid 65534 with the kept capabilities as ambient ones: no more
-// than any other sandboxed tool holds.
+// than any other sandboxed tool holds. Tools that exist to read other
+// processes' open files, maps and environment (lsof, ss, netstat, fuser)
+// run without Landlock, which refuses those reads (the kernel checks them
+// as ptrace access) toward processes outside the sandbox; in its place
+// every mount is also nodev, so that no device but /dev/null, zero, full,
+// random and urandom can be opened.
 //
 // A step that fails ends the child with status 126 before the tool runs.
-// Without Landlock the sandbox degrades: the read-only mounts still stop
-// writes to files, and the filter refuses every open for writing in
-// Landlock's place (read-only mounts do not stop writes to device nodes),
-// with no scratch TMPDIR. SandboxWarning says so; `nannyagent check`
+// On a kernel without Landlock the sandbox degrades: the read-only mounts
+// still stop writes to files, and the filter refuses every open for
+// writing in Landlock's place (read-only mounts do not stop writes to
+// device nodes), with no scratch TMPDIR. SandboxWarning says so; `nannyagent check`
 // prints it and Run logs it once (Options.Log). Without Landlock and
 // without root nothing runs at all.
 //

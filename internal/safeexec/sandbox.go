@@ -35,6 +35,10 @@ const (
 
 	flagMountNS = "--mountns=" // inode of the parent's mount namespace
 	flagUID     = "--uid="     // run the target as this uid, capabilities kept as ambient ones
+	// flagNoLandlock asks for the form a kernel without Landlock gets: the
+	// filter refuses every open for writing instead. Only with a private
+	// read-only mount namespace.
+	flagNoLandlock = "--no-landlock"
 )
 
 // unprivilegedUID is the kernel's default overflow uid, "nobody" on the
@@ -47,6 +51,22 @@ const unprivilegedUID = 65534
 // Started as an unprivileged uid they skip that step and still hold the
 // kept capabilities (CAP_NET_RAW for the capture).
 var runUnprivileged = map[string]bool{"tcpdump": true}
+
+// readOtherProcesses are tools that exist to read other processes' open
+// files, memory maps and environment in /proc, reads the kernel checks as
+// ptrace access (PTRACE_MODE_READ), which Landlock refuses toward any
+// process outside the sandbox: lsof printed "readlink: Permission
+// denied" and ss -p no process at all. As root they run without
+// Landlock, in the form a kernel without it gets (read-only mounts, and
+// a filter that refuses every open for writing, devices included), which
+// holds against changes as well; ptrace itself stays refused.
+var readOtherProcesses = map[string]bool{"lsof": true, "ss": true, "netstat": true, "fuser": true}
+
+// profile is how one command's sandbox differs from the default.
+type profile struct {
+	uid        int  // 0: unchanged
+	noLandlock bool // only as root, with the read-only mounts
+}
 
 // scratchDir is where a sandbox started as root gets a private tmpfs of
 // its own, as TMPDIR: sort and apt need temporary files, and writes there
@@ -72,15 +92,19 @@ func SandboxCommand(ctx context.Context, argv []string) (*exec.Cmd, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("sandbox: empty argv")
 	}
-	uid := 0
-	if os.Geteuid() == 0 && runUnprivileged[filepath.Base(argv[0])] {
-		uid = unprivilegedUID
+	var p profile
+	if os.Geteuid() == 0 {
+		name := filepath.Base(argv[0])
+		if runUnprivileged[name] {
+			p.uid = unprivilegedUID
+		}
+		p.noLandlock = readOtherProcesses[name]
 	}
-	return sandboxCommand(ctx, argv, uid)
+	return sandboxCommand(ctx, argv, p)
 }
 
-// sandboxCommand is SandboxCommand with the uid chosen (0: unchanged).
-func sandboxCommand(ctx context.Context, argv []string, uid int) (*exec.Cmd, error) {
+// sandboxCommand is SandboxCommand with the profile chosen.
+func sandboxCommand(ctx context.Context, argv []string, p profile) (*exec.Cmd, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("sandbox: empty argv")
 	}
@@ -100,8 +124,14 @@ func sandboxCommand(ctx context.Context, argv []string, uid int) (*exec.Cmd, err
 		attr.Cloneflags = unix.CLONE_NEWNS
 		args = append(args, flagMountNS+strconv.FormatUint(ino, 10))
 	}
-	if uid != 0 {
-		args = append(args, flagUID+strconv.Itoa(uid))
+	if p.uid != 0 {
+		args = append(args, flagUID+strconv.Itoa(p.uid))
+	}
+	if p.noLandlock {
+		if os.Geteuid() != 0 {
+			return nil, errors.New("sandbox: running without Landlock needs root (read-only mounts)")
+		}
+		args = append(args, flagNoLandlock)
 	}
 	args = append(args, "--")
 	args = append(args, argv...)
@@ -147,6 +177,7 @@ func sandboxFail(step string, err error) {
 type sandboxOrders struct {
 	parentMountNS uint64 // 0: no private mount namespace was asked for
 	uid           int    // 0: the target keeps the caller's uid
+	noLandlock    bool
 	argv          []string
 }
 
@@ -172,6 +203,8 @@ func parseOrders(args []string) (sandboxOrders, error) {
 				return o, fmt.Errorf("bad %s", a)
 			}
 			o.uid = n
+		case a == flagNoLandlock:
+			o.noLandlock = true
 		default:
 			return o, fmt.Errorf("unknown sandbox argument %q", a)
 		}
@@ -200,20 +233,30 @@ func enterSandbox(args []string) error {
 	if err != nil {
 		return stepErr("resolve "+o.argv[0], err)
 	}
-	// Without Landlock the filter refuses every open for writing: the
-	// read-only mounts stop writes to files, not to device nodes.
+	// Without Landlock, read-only mounts stop writes to files but not to
+	// device nodes. On a kernel without it the filter refuses every open
+	// for writing (device reads keep working for blkid, tune2fs...); a
+	// command that runs without it by choice (readOtherProcesses) gets
+	// nodev on every mount instead, all devices but /dev/null, zero,
+	// full, random and urandom out of reach, and may open /dev/null for
+	// writing as lsof does.
 	abi, lerr := landlockABI()
-	noLandlock := lerr != nil
+	noLandlock := lerr != nil || o.noLandlock
 	if noLandlock && o.parentMountNS == 0 {
-		return stepErr("landlock", fmt.Errorf("%v, and no read-only mount namespace was asked for", lerr))
+		why := "not wanted for this command"
+		if lerr != nil {
+			why = lerr.Error()
+		}
+		return stepErr("landlock", fmt.Errorf("%s, and no read-only mount namespace was asked for", why))
 	}
-	filter, err := buildSeccompFilter(os.Getpid(), noLandlock)
+	filter, err := buildSeccompFilter(os.Getpid(), lerr != nil && !o.noLandlock)
 	if err != nil {
 		return stepErr("seccomp filter", err)
 	}
 	scratch := ""
 	if o.parentMountNS != 0 {
-		if scratch, err = privateMounts(o.parentMountNS, !noLandlock); err != nil {
+		mo := mountOrders{parentNS: o.parentMountNS, scratch: !noLandlock, noDevices: o.noLandlock}
+		if scratch, err = privateMounts(mo); err != nil {
 			return stepErr("read-only mounts", err)
 		}
 	}
@@ -262,18 +305,30 @@ func mountNSInode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// mountOrders say what privateMounts does besides making every mount
+// read-only.
+type mountOrders struct {
+	parentNS  uint64
+	scratch   bool // mount the scratch tmpfs
+	noDevices bool // nodev everywhere but binds of the harmless devices
+}
+
+// harmlessDevices can be opened for writing by anyone and change nothing
+// (random and urandom take writes into the entropy pool as any user may).
+var harmlessDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"}
+
 // privateMounts makes every mount of this (private) namespace read-only,
-// shows the target the parent's mount table, and, when withScratch,
-// mounts the scratch tmpfs and returns its path ("" when it could not).
-// It refuses to touch anything unless the namespace differs from the
-// parent's: a caller that dropped CLONE_NEWNS must not get the host's
-// mounts turned read-only.
-func privateMounts(parentNS uint64, withScratch bool) (string, error) {
+// shows the target the parent's mount table, and does what mo asks; it
+// returns the scratch directory ("" when there is none). It refuses to
+// touch anything unless the namespace differs from the parent's: a
+// caller that dropped CLONE_NEWNS must not get the host's mounts turned
+// read-only.
+func privateMounts(mo mountOrders) (string, error) {
 	own, err := mountNSInode("/proc/self/ns/mnt")
 	if err != nil {
 		return "", err
 	}
-	if own == parentNS {
+	if own == mo.parentNS {
 		return "", errors.New("mount namespace is the parent's (CLONE_NEWNS missing)")
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -282,13 +337,29 @@ func privateMounts(parentNS uint64, withScratch bool) (string, error) {
 	// The mount point must exist before / turns read-only; without one
 	// the sandbox simply has no scratch space.
 	scratchErr := errors.New("not wanted")
-	if withScratch {
+	if mo.scratch {
 		scratchErr = os.MkdirAll(scratchDir, 0o755)
 	}
-	if err := remountReadOnly(); err != nil {
+	extra := uintptr(0)
+	if mo.noDevices {
+		extra = unix.MS_NODEV
+	}
+	if err := remountReadOnly(extra); err != nil {
 		return "", err
 	}
-	showParentMounts(parentNS)
+	if mo.noDevices {
+		for _, d := range harmlessDevices {
+			// A bind of the node over itself is a mount of its own, whose
+			// flags can leave out nodev.
+			if err := unix.Mount(d, d, "", unix.MS_BIND, ""); err != nil {
+				continue
+			}
+			if err := unix.Mount("", d, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+				return "", fmt.Errorf("remount %s: %w", d, err)
+			}
+		}
+	}
+	showParentMounts(mo.parentNS)
 	if scratchErr != nil {
 		return "", nil
 	}
@@ -298,14 +369,15 @@ func privateMounts(parentNS uint64, withScratch bool) (string, error) {
 	return scratchDir, nil
 }
 
-func remountReadOnly() error {
+// remountReadOnly remounts every mount read-only, with extra flags.
+func remountReadOnly(extra uintptr) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err
 	}
 	rootDone := false
 	for _, m := range parseMountInfo(string(data)) {
-		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | m.flags)
+		flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY) | m.flags | extra
 		err := unix.Mount("", m.point, "", flags, "")
 		if m.point == "/" {
 			if err != nil {
@@ -314,8 +386,7 @@ func remountReadOnly() error {
 			rootDone = true
 		}
 		// Other mounts that refuse (hidden under another mount, gone
-		// since the read) stay as they are; Landlock, or without it the
-		// seccomp rule against opens for writing, still covers them.
+		// since the read) stay as they are: no path leads to them.
 	}
 	if !rootDone {
 		return errors.New("/ not found in /proc/self/mountinfo")
@@ -430,6 +501,9 @@ func SandboxSupport() map[string]string {
 	m["no_new_privs"] = "set"
 	m["capabilities"] = "bounding, permitted, effective, inheritable reduced to " + strings.Join(keptCapNames(), ",") +
 		"; tcpdump runs as uid " + strconv.Itoa(unprivilegedUID) + " with them as ambient capabilities"
+	if os.Geteuid() == 0 && lerr == nil {
+		m["landlock"] += "; lsof, ss, netstat and fuser run without it (it refuses their reads of other processes' /proc), with no device but /dev/null, zero, full, random, urandom"
+	}
 	return m
 }
 

@@ -143,6 +143,9 @@ func sandboxHelper(op string) int {
 		return promiscHelper()
 	case "tcpdump":
 		return tcpdumpHelper()
+	case "proc_reads":
+		fmt.Println(procReads(pid))
+		return 0
 	case "netadmin_reads":
 		fmt.Printf("nft_getgen=%s ipt_get_info=%s ethtool_gregs=%s\n", errnoName(nftGetGen()), errnoName(iptGetInfo()), errnoName(ethtoolGetRegs("lo")))
 		return 0
@@ -358,17 +361,21 @@ func tryOpen(path string, flags int) string {
 	return errnoName(err)
 }
 
-// writeOpens tries opens for writing that the no-Landlock filter refuses:
-// /dev/zero stands for a device node (a write there changes nothing).
+// writeOpens tries opens for writing: of a canary file, a new file, a
+// truncation, /dev/null read-write (as lsof does), /dev/kmsg, and
+// dir/node, a character node the test made on an ordinary file system
+// (read-only mounts alone do not stop writes to device nodes). Opening
+// for writing and closing writes nothing.
 func writeOpens(dir string) string {
 	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC}
 	fd, err := unix.Openat2(unix.AT_FDCWD, dir+"/canary", &how)
 	if err == nil {
 		unix.Close(fd)
 	}
-	return fmt.Sprintf("write=%s create=%s trunc=%s device=%s read=%s openat2=%s",
+	return fmt.Sprintf("write=%s create=%s trunc=%s devnull=%s kmsg=%s node=%s read=%s openat2=%s",
 		tryOpen(dir+"/canary", unix.O_WRONLY), tryOpen(dir+"/new", unix.O_RDONLY|unix.O_CREAT),
-		tryOpen(dir+"/canary", unix.O_RDONLY|unix.O_TRUNC), tryOpen("/dev/zero", unix.O_WRONLY),
+		tryOpen(dir+"/canary", unix.O_RDONLY|unix.O_TRUNC), tryOpen("/dev/null", unix.O_RDWR),
+		tryOpen("/dev/kmsg", unix.O_WRONLY), tryOpen(dir+"/node", unix.O_WRONLY),
 		tryOpen(dir+"/canary", unix.O_RDONLY), errnoName(err))
 }
 
@@ -567,4 +574,27 @@ func ethtoolGetRegs(ifname string) error {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
 	runtime.KeepAlive(&regs)
 	return rawErr(e)
+}
+
+// procReads reads what lsof and ss -p read of another process: the
+// kernel checks each as ptrace read access.
+func procReads(pid int) string {
+	read := func(name string) string {
+		_, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+		return errnoName(unwrapErrno(err))
+	}
+	link := func(name string) string {
+		_, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name))
+		return errnoName(unwrapErrno(err))
+	}
+	return fmt.Sprintf("environ=%s maps=%s exe=%s fd0=%s cmdline=%s",
+		read("environ"), read("maps"), link("exe"), link("fd/0"), read("cmdline"))
+}
+
+func unwrapErrno(err error) error {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return err
 }

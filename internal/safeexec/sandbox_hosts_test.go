@@ -3,10 +3,12 @@ package safeexec
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -189,12 +191,13 @@ func TestSandboxWithoutLandlock(t *testing.T) {
 	dir := t.TempDir()
 	canary := filepath.Join(dir, "canary")
 	require.NoError(t, os.WriteFile(canary, []byte("original\n"), 0o644))
+	makeKmsgNode(t, dir)
 	before := statCanary(t, canary)
 
 	// Control, with Landlock: the mount layer answers a write first,
 	// openat2 works and there is a scratch TMPDIR.
 	withLL := helperOpWith(t, sandboxSpec{dir: dir, uid: -1, env: []string{helperDirEnv + "=" + dir}}, "write_opens")
-	require.Equal(t, `write=EROFS create=EROFS trunc=EROFS device=EACCES read=OK openat2=OK tmpdir="`+scratchDir+`"`, withLL)
+	require.Equal(t, `write=EROFS create=EROFS trunc=EROFS devnull=OK kmsg=EACCES node=EACCES read=OK openat2=OK tmpdir="`+scratchDir+`"`, withLL)
 
 	restore := fakeNoLandlock()
 	defer restore()
@@ -207,7 +210,7 @@ func TestSandboxWithoutLandlock(t *testing.T) {
 
 	env := []string{noLandlockEnv + "=1", helperDirEnv + "=" + dir}
 	out := helperOpWith(t, sandboxSpec{dir: dir, uid: -1, env: env}, "write_opens")
-	require.Equal(t, `write=EACCES create=EACCES trunc=EACCES device=EACCES read=OK openat2=ENOSYS tmpdir=""`, out,
+	require.Equal(t, `write=EACCES create=EACCES trunc=EACCES devnull=EACCES kmsg=EACCES node=EACCES read=OK openat2=ENOSYS tmpdir=""`, out,
 		"the child found no Landlock: the filter refuses write opens (openat2 too) and there is no scratch")
 	for _, argv := range [][]string{
 		{"sh", "-c", "echo x > canary"}, {"sh", "-c", "echo x >> canary"}, {"rm", "-f", "canary"},
@@ -220,7 +223,7 @@ func TestSandboxWithoutLandlock(t *testing.T) {
 	}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	require.Len(t, entries, 1)
+	require.Len(t, entries, 2, "canary and node only")
 
 	// The agent's log gets the warning once, at the first sandboxed run.
 	core, logs := observer.New(zap.WarnLevel)
@@ -261,4 +264,73 @@ func TestSandboxNetAdminReads(t *testing.T) {
 	require.Equal(t, "nft_getgen=EPERM ipt_get_info=EPERM ethtool_gregs=EPERM", helperOp(t, "netadmin_reads"))
 	out := runHelperUnsandboxed(t, helperOpEnv+"=netadmin_reads")
 	require.Regexp(t, `^nft_getgen=OK ipt_get_info=(OK|ENOENT|ENOPROTOOPT) ethtool_gregs=(EOPNOTSUPP|ENOTSUP)$`, out)
+}
+
+// Landlock refuses the sandbox the ptrace-mode reads of other processes'
+// /proc entries (open files, maps, environment) that lsof, ss -p,
+// netstat -p and fuser exist for, so those run without Landlock, in the
+// form a kernel without it gets: the reads work, writes are still
+// refused.
+func TestSandboxReadsOtherProcesses(t *testing.T) {
+	requireSandboxRoot(t)
+	if _, err := landlockABI(); err != nil {
+		t.Skipf("no Landlock here: %v", err)
+	}
+	victim := exec.Command("sleep", "60")
+	require.NoError(t, victim.Start())
+	defer func() { victim.Process.Kill(); victim.Wait() }()
+	pidEnv := []string{helperPidEnv + "=" + strconv.Itoa(victim.Process.Pid)}
+
+	withLL := helperOpWith(t, sandboxSpec{uid: -1, env: pidEnv}, "proc_reads")
+	require.Equal(t, "environ=EACCES maps=EACCES exe=EACCES fd0=EACCES cmdline=OK", withLL)
+	without := helperOpWith(t, sandboxSpec{noLandlock: true, env: pidEnv}, "proc_reads")
+	require.Equal(t, "environ=OK maps=OK exe=OK fd0=OK cmdline=OK", without)
+
+	dir := t.TempDir()
+	canary := filepath.Join(dir, "canary")
+	require.NoError(t, os.WriteFile(canary, []byte("original\n"), 0o644))
+	makeKmsgNode(t, dir)
+	before := statCanary(t, canary)
+	out := helperOpWith(t, sandboxSpec{dir: dir, noLandlock: true, env: []string{helperDirEnv + "=" + dir}}, "write_opens")
+	require.Equal(t, `write=EROFS create=EROFS trunc=EROFS devnull=OK kmsg=EACCES node=EACCES read=OK openat2=OK tmpdir=""`, out,
+		"no Landlock, no filter rule against writes: read-only and nodev mounts hold, /dev/null stays writable")
+	out = helperOpWith(t, sandboxSpec{dir: dir, noLandlock: true, env: []string{helperDirEnv + "=" + dir, noLandlockEnv + "=1"}}, "write_opens")
+	require.Equal(t, `write=EROFS create=EROFS trunc=EROFS devnull=OK kmsg=EACCES node=EACCES read=OK openat2=OK tmpdir=""`, out,
+		"the same form on a kernel without Landlock")
+	require.Equal(t, before, statCanary(t, canary))
+	require.Equal(t, "EPERM", helperOpWith(t, sandboxSpec{noLandlock: true}, "ptrace"), "ptrace stays refused")
+
+	for _, name := range []string{"lsof", "ss", "netstat", "fuser"} {
+		cmd, err := SandboxCommand(context.Background(), []string{"/usr/bin/" + name})
+		require.NoError(t, err)
+		require.Contains(t, cmd.Args, flagNoLandlock, name)
+	}
+	cmd, err := SandboxCommand(context.Background(), []string{"/usr/bin/cat"})
+	require.NoError(t, err)
+	require.NotContains(t, cmd.Args, flagNoLandlock)
+
+	// ss -p names the process behind a socket: this test's own listener.
+	if _, err := exec.LookPath("ss"); err == nil {
+		sock := filepath.Join(t.TempDir(), "s")
+		l, err := net.Listen("unix", sock)
+		require.NoError(t, err)
+		defer l.Close()
+		r := runSandboxed(t, "", nil, "ss", "-xlp")
+		require.Equal(t, 0, r.exit, r.stderr)
+		require.Regexp(t, regexp.QuoteMeta(sock)+`\s.*users:\(\(".+",pid=`+strconv.Itoa(os.Getpid())+`,`, r.stdout)
+	}
+	if _, err := exec.LookPath("lsof"); err == nil {
+		r := runSandboxed(t, "", nil, "lsof", "-p", strconv.Itoa(victim.Process.Pid))
+		require.Equal(t, 0, r.exit, "stdout %s\nstderr %s", r.stdout, r.stderr)
+		require.NotContains(t, r.stdout, "Permission denied")
+		require.Regexp(t, `(?m)^sleep\s+\d+\s+root\s+txt\s+REG\s.*/sleep$`, r.stdout)
+	}
+}
+
+// makeKmsgNode makes dir/node, a character device node for /dev/kmsg on
+// the test's own (ordinary, read-write) file system: where read-only
+// mounts are all there is, a node like it is a way to a device.
+func makeKmsgNode(t testing.TB, dir string) {
+	t.Helper()
+	require.NoError(t, unix.Mknod(filepath.Join(dir, "node"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 11))))
 }

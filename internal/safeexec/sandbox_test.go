@@ -40,7 +40,7 @@ type sandboxRun struct {
 // the host.
 func runSandboxed(t testing.TB, dir string, env []string, argv ...string) sandboxRun {
 	t.Helper()
-	return runSandboxedWith(t, sandboxSpec{dir: dir, env: env}, argv...)
+	return runSandboxedWith(t, sandboxSpec{dir: dir, env: env, uid: -1}, argv...)
 }
 
 // sandboxSpec is how a test starts a sandbox: uid as sandboxCommand takes
@@ -50,6 +50,7 @@ type sandboxSpec struct {
 	dir        string
 	env        []string
 	uid        int
+	noLandlock bool
 	cloneflags uintptr
 }
 
@@ -62,7 +63,7 @@ func runSandboxedWith(t testing.TB, sp sandboxSpec, argv ...string) sandboxRun {
 	if sp.uid < 0 {
 		cmd, err = SandboxCommand(ctx, argv)
 	} else {
-		cmd, err = sandboxCommand(ctx, argv, sp.uid)
+		cmd, err = sandboxCommand(ctx, argv, profile{uid: sp.uid, noLandlock: sp.noLandlock})
 	}
 	require.NoError(t, err)
 	cmd.Dir = sp.dir
@@ -425,12 +426,21 @@ func TestSeccompNoWritesAlone(t *testing.T) {
 	dir := t.TempDir()
 	canary := filepath.Join(dir, "canary")
 	require.NoError(t, os.WriteFile(canary, []byte("original\n"), 0o644))
+	makeKmsgNode(t, dir)
 	before := statCanary(t, canary)
 	out := runHelperUnsandboxed(t, helperOpEnv+"=seccomp_nowrites", helperDirEnv+"="+dir)
-	require.Equal(t, "write=EACCES create=EACCES trunc=EACCES device=EACCES read=OK openat2=ENOSYS", out)
+	require.Equal(t, "write=EACCES create=EACCES trunc=EACCES devnull=EACCES kmsg=EACCES node=EACCES read=OK openat2=ENOSYS", out)
 	require.Equal(t, before, statCanary(t, canary))
 	_, err := os.Stat(filepath.Join(dir, "new"))
 	require.ErrorIs(t, err, os.ErrNotExist)
+
+	// Without the filter every one of these opens succeeds (in a
+	// directory of its own: they truncate and create).
+	ctl := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(ctl, "canary"), []byte("original\n"), 0o644))
+	makeKmsgNode(t, ctl)
+	out = runHelperUnsandboxed(t, helperOpEnv+"=write_opens", helperDirEnv+"="+ctl)
+	require.Equal(t, `write=OK create=OK trunc=OK devnull=OK kmsg=OK node=OK read=OK openat2=OK tmpdir=""`, out)
 }
 
 func TestSandboxFailsClosed(t *testing.T) {
