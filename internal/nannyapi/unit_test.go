@@ -281,3 +281,22 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkIngestMetrics is one metrics post through the client to the
+// test server: the cost a soak test of 10 000 posts pays per post.
+func BenchmarkIngestMetrics(b *testing.B) {
+	srv := nannyapitest.New(b, nannyapitest.Options{})
+	reg := srv.RegisterAgent(srv.CreateUser("u@example.com"), "h1")
+	c, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := sampleMetrics()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.IngestMetrics(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

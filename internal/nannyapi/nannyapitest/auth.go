@@ -1,6 +1,7 @@
 package nannyapitest
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -237,13 +240,28 @@ func (s *Server) deviceCodeList() []*deviceCode {
 	for _, dc := range s.deviceCodes {
 		out = append(out, dc)
 	}
-	// IDs are random; order by expiry, which follows creation.
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].expires.Before(out[j-1].expires); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	// Codes are random; expiry follows creation.
+	slices.SortFunc(out, func(a, b *deviceCode) int { return a.expires.Compare(b.expires) })
 	return out
+}
+
+// AuthorizePending waits for a device code nobody authorized yet (an
+// agent running the device flow), authorizes it as u and returns its
+// user code: the person at the portal, for end-to-end tests.
+func (s *Server) AuthorizePending(ctx context.Context, u *User) (string, error) {
+	var code string
+	err := s.Wait(ctx, func() bool {
+		codes := s.PendingUserCodes()
+		if len(codes) == 0 {
+			return false
+		}
+		code = codes[0]
+		return true
+	})
+	if err != nil {
+		return "", err
+	}
+	return code, s.Authorize(u, code)
 }
 
 // RegisterAgent registers an agent owned by u directly (as a completed
@@ -388,15 +406,7 @@ func (s *Server) verifyLocked(tok string) *authRecord {
 // sorted, "; " between them, a final "."), which is how the backend's
 // "failed to create agent: …" reads.
 func validationError(errs map[string]string) string {
-	keys := make([]string, 0, len(errs))
-	for k := range errs {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	keys := slices.Sorted(maps.Keys(errs))
 	var b strings.Builder
 	for i, k := range keys {
 		if i > 0 {

@@ -421,6 +421,14 @@ func TestRecordingIsBounded(t *testing.T) {
 	for _, r := range s.Requests() {
 		require.Equal(t, 200, r.Status)
 	}
+	s.ResetRequests()
+	st, _ := call(t, s, "GET", "/nope", "", "")
+	require.Equal(t, 404, st)
+	rs := s.Requests()
+	require.Len(t, rs, 1)
+	require.Equal(t, "/nope", rs[0].Path)
+	require.Equal(t, 404, rs[0].Status)
+	require.Equal(t, 0, s.Count("GET /api/health"))
 }
 
 var filterSeeds = []string{

@@ -188,8 +188,12 @@ type Server struct {
 	clients     map[string]*rtClient
 
 	faults   map[string]*Fault
+	// requests is a ring of the newest MaxRecorded requests: request
+	// number g (counting all, from 0) sits at g % MaxRecorded; reqNext
+	// is the next number, reqLen how many are kept.
 	requests []Request
-	reqBase  int // index of requests[0] among all requests recorded
+	reqNext  int
+	reqLen   int
 	counts   map[string]int
 }
 
@@ -242,7 +246,7 @@ func (s *Server) Advance(d time.Duration) { s.offset.Add(int64(d)); s.notify() }
 // Options returns the server's effective options.
 func (s *Server) Options() Options { return s.opts }
 
-// notify wakes Wait callers; s.mu must not be held... it takes it.
+// notify wakes Wait callers; it takes s.mu.
 func (s *Server) notify() {
 	s.mu.Lock()
 	s.notifyLocked()
@@ -301,8 +305,10 @@ func (s *Server) ClearFaults() {
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Request, len(s.requests))
-	copy(out, s.requests)
+	out := make([]Request, 0, s.reqLen)
+	for g := s.reqNext - s.reqLen; g < s.reqNext; g++ {
+		out = append(out, s.requests[g%len(s.requests)])
+	}
 	return out
 }
 
@@ -328,8 +334,8 @@ func (s *Server) Count(key string) int {
 // ResetRequests forgets the recorded requests and counts.
 func (s *Server) ResetRequests() {
 	s.mu.Lock()
-	s.reqBase += len(s.requests)
-	s.requests = nil
+	clear(s.requests)
+	s.reqLen = 0
 	s.counts = map[string]int{}
 	s.mu.Unlock()
 }
@@ -339,21 +345,22 @@ func (s *Server) record(r Request) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[r.Key()]++
-	if len(s.requests) >= s.opts.MaxRecorded {
-		n := len(s.requests) - s.opts.MaxRecorded + 1
-		s.requests = append(s.requests[:0:0], s.requests[n:]...)
-		s.reqBase += n
+	if s.requests == nil {
+		s.requests = make([]Request, s.opts.MaxRecorded)
 	}
-	s.requests = append(s.requests, r)
+	g := s.reqNext
+	s.requests[g%len(s.requests)] = r
+	s.reqNext++
+	s.reqLen = min(s.reqLen+1, len(s.requests))
 	s.notifyLocked()
-	return s.reqBase + len(s.requests) - 1
+	return g
 }
 
 func (s *Server) setStatus(i, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j := i - s.reqBase; j >= 0 && j < len(s.requests) {
-		s.requests[j].Status = status
+	if i >= s.reqNext-s.reqLen && i < s.reqNext {
+		s.requests[i%len(s.requests)].Status = status
 	}
 	s.notifyLocked()
 }

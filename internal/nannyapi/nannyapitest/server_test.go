@@ -603,3 +603,24 @@ func TestRealtimeTopics(t *testing.T) {
 	require.Equal(t, "investigations", event)
 	require.Contains(t, string(data), `"status":"failed"`)
 }
+
+func TestAuthorizePending(t *testing.T) {
+	s := New(t, Options{})
+	u := s.CreateUser("u@example.com")
+	got := make(chan string, 1)
+	go func() {
+		code, err := s.AuthorizePending(ctx(t), u)
+		if err != nil {
+			code = err.Error()
+		}
+		got <- code
+	}()
+	st, body := call(t, s, "POST", "/api/agent", "", `{"action":"device-auth-start"}`)
+	require.Equal(t, 200, st)
+	start := decode(t, body)
+	require.Equal(t, start["user_code"], <-got)
+	st, body = call(t, s, "POST", "/api/agent", "", registerBody(start["device_code"].(string)))
+	require.Equal(t, 200, st, body)
+	a, _ := s.Agent(decode(t, body)["agent_id"].(string))
+	require.Equal(t, u.ID, a.UserID)
+}
