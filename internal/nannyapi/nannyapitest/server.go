@@ -187,7 +187,7 @@ type Server struct {
 	collections map[string]*collection
 	clients     map[string]*rtClient
 
-	faults   map[string]*Fault
+	faults map[string]*Fault
 	// requests is a ring of the newest MaxRecorded requests: request
 	// number g (counting all, from 0) sits at g % MaxRecorded; reqNext
 	// is the next number, reqLen how many are kept.
