@@ -208,6 +208,9 @@ func (c *Client) RegisterWithToken(ctx context.Context, staticToken string, req 
 // first (a copy; see MetricsRequest.Sanitize), so it never trips the
 // backend's 500s; PlatformFamily is required.
 func (c *Client) IngestMetrics(ctx context.Context, m *MetricsRequest) error {
+	if m == nil {
+		return errors.New("nannyapi: ingest-metrics: no metrics")
+	}
 	s := m.clone()
 	s.Sanitize()
 	if s.PlatformFamily == "" {

@@ -357,6 +357,23 @@ func TestTimeoutsHangsAndResets(t *testing.T) {
 	srv.Inject("ingest-metrics", nannyapitest.Fault{Delay: 50 * time.Millisecond})
 	require.NoError(t, c.IngestMetrics(ctx, sampleMetrics()))
 
+	// A chat turn has its own, longer bound.
+	chat, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken), Timeout: 50 * time.Millisecond, ChatTimeout: 400 * time.Millisecond})
+	require.NoError(t, err)
+	invID, err := srv.CreateInvestigation(reg.AgentID, "Disk is full on /var partition", "")
+	require.NoError(t, err)
+	turn := ChatRequest{InvestigationID: invID, Messages: []ChatMessage{{"user", "x"}}}
+	srv.Inject("POST /api/investigations", nannyapitest.Fault{Delay: 150 * time.Millisecond, Times: 1})
+	_, err = chat.Chat(ctx, turn)
+	e, ok := AsError(err)
+	require.True(t, ok, "an answer after the plain timeout: %v", err)
+	require.Equal(t, 500, e.Status) // no TensorZero configured
+	srv.Inject("POST /api/investigations", nannyapitest.Fault{Hang: true, Times: 1})
+	_, err = chat.Chat(ctx, turn)
+	require.ErrorAs(t, err, &te)
+	require.Equal(t, 400*time.Millisecond, te.Timeout)
+	require.ErrorContains(t, chat.IngestMetrics(ctx, nil), "no metrics")
+
 	// A long answer is refused rather than read whole.
 	small, err := New(Options{BaseURL: srv.URL, MaxResponseBytes: 64})
 	require.NoError(t, err)
