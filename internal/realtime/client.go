@@ -21,11 +21,13 @@ import (
 )
 
 // TokenSource gives the agent's access token for the subscription POST.
+// It has the shape of the nannyapi client's token source, so the daemon
+// passes the same one.
 type TokenSource interface {
 	Token(ctx context.Context) (string, error)
-	// Invalidate tells the source that the backend refused token, so the
-	// next Token call must not return it again.
-	Invalidate(token string)
+	// Invalidate says the backend refused the last token, so the next
+	// Token call must not return it again.
+	Invalidate()
 }
 
 // DefaultSubscriptions are the collections the agent acts on (§2.3).
@@ -444,7 +446,7 @@ func (c *Client) subscribe(ctx context.Context, clientID string) error {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		return nil
 	case http.StatusUnauthorized, http.StatusForbidden:
-		c.o.Tokens.Invalidate(tok)
+		c.o.Tokens.Invalidate()
 	}
 	return &SubscribeError{Status: resp.StatusCode, Message: backendMessage(resp)}
 }

@@ -62,11 +62,11 @@ func (f *fakeTokens) Token(context.Context) (string, error) {
 	return f.tokens[f.i], nil
 }
 
-func (f *fakeTokens) Invalidate(tok string) {
+func (f *fakeTokens) Invalidate() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.invalidated = append(f.invalidated, tok)
-	if f.tokens[f.i] == tok && f.i < len(f.tokens)-1 {
+	f.invalidated = append(f.invalidated, f.tokens[f.i])
+	if f.i < len(f.tokens)-1 {
 		f.i++
 	}
 }
