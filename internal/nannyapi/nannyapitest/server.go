@@ -12,6 +12,14 @@
 // push realtime events), inject faults (status codes, latency, hangs,
 // connection resets, dropped streams, expired tokens), and read back
 // every request the server received.
+//
+// As with the backend, a missing, invalid or expired token makes a
+// request a guest's rather than an error of its own: ingest-metrics
+// and /api/investigations answer 401 {"error":"authentication
+// required"}, the user actions (authorize, list, health, revoke) a 500
+// panic body, the records API an empty page, and the realtime
+// subscription a guest's 204 (no events) or, after an authenticated
+// one, a 403.
 package nannyapitest
 
 import (
