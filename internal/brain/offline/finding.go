@@ -184,8 +184,8 @@ func (fs *findings) absorb(into, from *finding) {
 	fs.remove(from)
 }
 
-// ranked orders findings: first those about what the issue asks (a
-// matching playbook is about them, or the issue names their subject)
+// ranked orders findings: first those about what the issue asks (the
+// issue names their subject, then a matching playbook is about them)
 // that are at least warnings — the operator's question gets its answer
 // before an unrelated problem, which is still listed — then severity,
 // then independent support, then whether a playbook matching the issue
@@ -196,7 +196,7 @@ func (fs *findings) ranked() []*finding {
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if ra, rb := a.answersIssue(), b.answersIssue(); ra != rb {
-			return ra
+			return ra > rb
 		}
 		if a.sev != b.sev {
 			return a.sev > b.sev
@@ -215,10 +215,20 @@ func (fs *findings) ranked() []*finding {
 	return out
 }
 
-// answersIssue says whether f is about what the issue asks and serious
-// enough to be its answer.
-func (f *finding) answersIssue() bool {
-	return f.sev >= sevWarning && (f.boosted || f.sources[issueSource])
+// answersIssue says how directly f answers the issue, for findings
+// serious enough to be its answer: 2 when the issue names its subject
+// (the mount, program or unit), 1 when a playbook matching the issue is
+// about its kind, 0 otherwise.
+func (f *finding) answersIssue() int {
+	switch {
+	case f.sev < sevWarning:
+		return 0
+	case f.sources[issueSource]:
+		return 2
+	case f.boosted:
+		return 1
+	}
+	return 0
 }
 
 func (f *finding) protocol() protocol.Finding {

@@ -266,6 +266,11 @@ func TestRanking(t *testing.T) {
 		}
 		return f
 	}
+	named := func(kind string, sev severity) *finding {
+		f := mk(kind, sev, 1, false)
+		f.sources[issueSource] = true
+		return f
+	}
 	fs := &findings{}
 	for i, f := range []*finding{
 		mk("net.iface", sevWarning, 1, false),
@@ -274,6 +279,7 @@ func TestRanking(t *testing.T) {
 		mk("net.retrans", sevInfo, 5, true),   // an info is never the answer, even if asked about
 		mk("fs.space", sevCritical, 1, false), // severity beats support
 		mk("oom", sevWarning, 1, false),       // kind order: errors first
+		named("process.crashing", sevWarning), // the issue naming it beats a playbook's boost
 	} {
 		f.seq = i
 		fs.list = append(fs.list, f)
@@ -282,7 +288,7 @@ func TestRanking(t *testing.T) {
 	for _, f := range fs.ranked() {
 		got = append(got, f.kind)
 	}
-	require.Equal(t, []string{"mem.swap", "fs.space", "cpu.steal", "oom", "net.iface", "net.retrans"}, got)
+	require.Equal(t, []string{"process.crashing", "mem.swap", "fs.space", "cpu.steal", "oom", "net.iface", "net.retrans"}, got)
 }
 
 // TestIssueNamingAMountRanksIt: the same anomaly on two mounts; the one
