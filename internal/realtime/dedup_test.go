@@ -106,3 +106,22 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+func FuzzDecodeEvent(f *testing.F) {
+	f.Add("investigations", `{"record":`+invRecord+`,"action":"create"}`)
+	f.Add("reboot_operations", `{"record":{"id":"x","updated":"2026-11-26 00:51:01.776Z"},"action":"update"}`)
+	f.Add("patch_operations", `{"record":{"id":7},"action":"create"}`)
+	f.Add("PB_CONNECT", `{"clientId":"abc"}`)
+	f.Fuzz(func(t *testing.T, typ, data string) {
+		ev, err := decodeEvent(Message{Type: typ, Data: data})
+		if err != nil {
+			return
+		}
+		require.True(t, validActions[ev.Action])
+		require.NotEmpty(t, ev.ID)
+		require.Equal(t, typ, ev.Collection)
+		k, err := KeyFor(typ, ev.Action, ev.Record)
+		require.NoError(t, err)
+		require.Equal(t, k, ev.Key, "the stream's key is the one catch-up computes")
+	})
+}

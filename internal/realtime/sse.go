@@ -6,6 +6,7 @@
 package realtime
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -165,12 +166,15 @@ func (p *Parser) feed(b []byte, emit func(Message) error) error {
 }
 
 func indexEOL(b []byte) int {
-	for i, c := range b {
-		if c == '\n' || c == '\r' {
-			return i
-		}
+	lf := bytes.IndexByte(b, '\n')
+	in := b
+	if lf >= 0 {
+		in = b[:lf]
 	}
-	return -1
+	if cr := bytes.IndexByte(in, '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }
 
 func (p *Parser) processLine(raw []byte, emit func(Message) error) error {
