@@ -338,13 +338,16 @@ func TestTimeoutsHangsAndResets(t *testing.T) {
 	require.True(t, Retryable(err))
 	require.Equal(t, "nannyapi: ingest-metrics: no answer within 200ms", err.Error())
 
-	// The caller's own cancellation is not retryable.
+	// The caller's own cancellation is not retryable. (A patient client:
+	// only the cancellation may end this call, however loaded the host.)
+	patient, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken), Timeout: time.Minute})
+	require.NoError(t, err)
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
 		_ = srv.Wait(ctx, func() bool { return srv.Count("ingest-metrics") == 2 })
 		cancel()
 	}()
-	err = c.IngestMetrics(cctx, sampleMetrics())
+	err = patient.IngestMetrics(cctx, sampleMetrics())
 	require.ErrorIs(t, err, context.Canceled)
 	require.False(t, Retryable(err))
 
@@ -355,23 +358,25 @@ func TestTimeoutsHangsAndResets(t *testing.T) {
 	require.True(t, Retryable(err))
 
 	srv.Inject("ingest-metrics", nannyapitest.Fault{Delay: 50 * time.Millisecond})
-	require.NoError(t, c.IngestMetrics(ctx, sampleMetrics()))
+	require.NoError(t, patient.IngestMetrics(ctx, sampleMetrics()))
 
 	// A chat turn has its own, longer bound.
-	chat, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken), Timeout: 50 * time.Millisecond, ChatTimeout: 400 * time.Millisecond})
+	chat, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken), Timeout: 50 * time.Millisecond, ChatTimeout: time.Minute})
 	require.NoError(t, err)
 	invID, err := srv.CreateInvestigation(reg.AgentID, "Disk is full on /var partition", "")
 	require.NoError(t, err)
 	turn := ChatRequest{InvestigationID: invID, Messages: []ChatMessage{{"user", "x"}}}
-	srv.Inject("POST /api/investigations", nannyapitest.Fault{Delay: 150 * time.Millisecond, Times: 1})
+	srv.Inject("POST /api/investigations", nannyapitest.Fault{Delay: 300 * time.Millisecond, Times: 1})
 	_, err = chat.Chat(ctx, turn)
 	e, ok := AsError(err)
 	require.True(t, ok, "an answer after the plain timeout: %v", err)
 	require.Equal(t, 500, e.Status) // no TensorZero configured
+	shortChat, err := New(Options{BaseURL: srv.URL, Tokens: StaticToken(reg.AccessToken), ChatTimeout: 300 * time.Millisecond})
+	require.NoError(t, err)
 	srv.Inject("POST /api/investigations", nannyapitest.Fault{Hang: true, Times: 1})
-	_, err = chat.Chat(ctx, turn)
+	_, err = shortChat.Chat(ctx, turn)
 	require.ErrorAs(t, err, &te)
-	require.Equal(t, 400*time.Millisecond, te.Timeout)
+	require.Equal(t, 300*time.Millisecond, te.Timeout)
 	require.ErrorContains(t, chat.IngestMetrics(ctx, nil), "no metrics")
 
 	// A long answer is refused rather than read whole.

@@ -563,9 +563,11 @@ func TestRealtimeIdleClose(t *testing.T) {
 	st = connect(t, s, reg.AccessToken)
 	code, _ = subscribe(t, s, reg.AccessToken, st.id, allTopics...)
 	require.Equal(t, 204, code)
+	// The event is written after this instant, so the stream ends at
+	// least idle after it.
+	sent := time.Now()
 	_, err = s.CreateInvestigation(reg.AgentID, "Something to keep the stream busy", "")
 	require.NoError(t, err)
-	sent := time.Now()
 	_, _, _, err = ReadEvent(st.r)
 	require.NoError(t, err)
 	_, _, _, err = ReadEvent(st.r)
