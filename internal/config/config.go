@@ -54,6 +54,7 @@ type Config struct {
 
 	AI       AI       `yaml:"ai"`
 	Diagnose Diagnose `yaml:"diagnose"`
+	Daemon   Daemon   `yaml:"daemon"`
 	// PlaybookDir holds the offline engine's extra playbooks; a missing
 	// directory means none.
 	PlaybookDir string `yaml:"playbook_dir"`
@@ -104,6 +105,15 @@ type Diagnose struct {
 	ContextBytes int `yaml:"context_bytes"`
 }
 
+// Daemon tunes `nannyagent --daemon`.
+type Daemon struct {
+	// MaxConcurrentInvestigations is how many portal investigations run
+	// at once; more wait in order. One by default: investigations share
+	// the host they measure, and two at once disturb each other's
+	// figures.
+	MaxConcurrentInvestigations int `yaml:"max_concurrent_investigations"`
+}
+
 // Defaults returns the configuration used when nothing is set.
 func Defaults() *Config {
 	return &Config{
@@ -117,6 +127,7 @@ func Defaults() *Config {
 		HTTPTransport:                 defaultHTTPTransport(),
 		AI:                            defaultAI(),
 		Diagnose:                      defaultDiagnose(),
+		Daemon:                        Daemon{MaxConcurrentInvestigations: 1},
 		PlaybookDir:                   "/etc/nannyagent/playbooks.d",
 	}
 }
@@ -347,6 +358,7 @@ func (c *Config) Validate() error {
 	}
 	v.intRange("diagnose.context_bytes", d.ContextBytes, 4096, 1<<20, " bytes")
 	v.absPath("playbook_dir", c.PlaybookDir)
+	v.intRange("daemon.max_concurrent_investigations", c.Daemon.MaxConcurrentInvestigations, 1, 16, "")
 
 	if len(v.problems) > 0 {
 		return &ValidationError{Problems: v.problems}

@@ -37,6 +37,16 @@ func TestDefaultsAreValid(t *testing.T) {
 	assert.Equal(t, 300, c.ProxmoxInterval)
 	assert.Equal(t, 10, c.HTTPTransport.MaxIdleConns)
 	assert.Equal(t, 1800, c.HTTPTransport.MaxRetryDelaySec)
+	assert.Equal(t, 1, c.Daemon.MaxConcurrentInvestigations)
+}
+
+func TestDaemonKeyParses(t *testing.T) {
+	c, err := Parse([]byte("daemon:\n  max_concurrent_investigations: 3\n"), "t.yaml")
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	assert.Equal(t, 3, c.Daemon.MaxConcurrentInvestigations)
+	_, err = Parse([]byte("daemon:\n  max_concurrent: 3\n"), "t.yaml")
+	require.ErrorContains(t, err, `unknown key "daemon.max_concurrent"`)
 }
 
 func TestParseGood(t *testing.T) {
@@ -116,7 +126,7 @@ playbook_dir: /srv/playbooks
 
 // Every message is checked whole: these are what an operator reads.
 func TestParseBad(t *testing.T) {
-	top := "top-level keys: agent_id, ai, debug, diagnose, http_transport, metrics_interval, nannyapi_url, playbook_dir, portal_url, " +
+	top := "top-level keys: agent_id, ai, daemon, debug, diagnose, http_transport, metrics_interval, nannyapi_url, playbook_dir, portal_url, " +
 		"proxmox_interval, static_token, token_path, token_renewal_check_interval_secs, token_renewal_retry_interval_secs, token_renewal_threshold_days"
 	cases := []struct{ yaml, want string }{
 		{"metric_interval: 5\n", `c.yaml: line 1: unknown key "metric_interval" (did you mean "metrics_interval"?); ` + top},
@@ -183,6 +193,8 @@ func TestValidateBad(t *testing.T) {
 		{func(c *Config) { c.Diagnose.CommandTimeoutSec = 121 }, `diagnose.command_timeout_sec 121: must be 1 to 600 seconds and at most diagnose.round_budget_sec (120)`},
 		{func(c *Config) { c.Diagnose.ContextBytes = 100 }, `diagnose.context_bytes 100: must be 4096 to 1048576 bytes`},
 		{func(c *Config) { c.PlaybookDir = "playbooks" }, `playbook_dir "playbooks": must be an absolute path`},
+		{func(c *Config) { c.Daemon.MaxConcurrentInvestigations = 0 }, `daemon.max_concurrent_investigations 0: must be 1 to 16`},
+		{func(c *Config) { c.Daemon.MaxConcurrentInvestigations = 17 }, `daemon.max_concurrent_investigations 17: must be 1 to 16`},
 	}
 	for _, tc := range cases {
 		c := Defaults()
@@ -308,7 +320,7 @@ func TestDocsListEveryKey(t *testing.T) {
 	require.NoError(t, err)
 	doc := string(data)
 	keys := Keys()
-	require.Len(t, keys, 31)
+	require.Len(t, keys, 32)
 	for _, k := range keys {
 		assert.Contains(t, doc, "`"+k+"`", "docs/CONFIGURATION.md does not document %s", k)
 	}
