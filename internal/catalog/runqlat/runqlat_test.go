@@ -78,6 +78,14 @@ func awaitBlocked(t *testing.T, tid, fd int) uint64 {
 	}
 }
 
+// voluntarySwitches is the calling thread's count of switches it made by
+// blocking.
+func voluntarySwitches(t *testing.T) int64 {
+	var ru unix.Rusage
+	require.NoError(t, unix.Getrusage(unix.RUSAGE_THREAD, &ru))
+	return ru.Nvcsw
+}
+
 // gate is a pipe a locked thread blocks on in a plain read(2), which
 // os.Pipe would turn into a netpoller park.
 type gate struct{ r, w int }
@@ -115,6 +123,13 @@ const sleeps = 50
 // the trace the sleeper sleeps and wakes `sleeps` times, each time waiting
 // behind the spinners. The sleeper's tid is known before the trace starts,
 // so the trace can filter on it.
+//
+// A nanosleep is a sleep only when the thread left the CPU for it: under
+// qemu without KVM the vCPU can stop between arming the timer and
+// schedule(), the timer has expired when it runs again, and the thread
+// goes on without switching (50 nanosleeps once gave 47 switches). So the
+// sleeper counts a nanosleep only when its voluntary switches
+// (getrusage RUSAGE_THREAD) went up across it.
 func contend(t *testing.T, k *catalog.Kernel, params func(tid int) catalog.Params) (*catalog.Result, *contention) {
 	t.Helper()
 	var set unix.CPUSet
@@ -152,8 +167,13 @@ func contend(t *testing.T, k *catalog.Kernel, params func(tid int) catalog.Param
 		tidCh <- tid
 		begin.wait()
 		c0, _ := switches(t, tid)
-		for i := 0; i < sleeps; i++ {
+		for slept, tries := 0, 0; slept < sleeps; tries++ {
+			require.Less(t, tries, 100*sleeps, "%d of %d nanosleeps left the CPU", slept, tries)
+			v := voluntarySwitches(t)
 			require.NoError(t, unix.Nanosleep(&unix.Timespec{Nsec: 200_000}, nil))
+			if voluntarySwitches(t) > v {
+				slept++
+			}
 		}
 		c1, _ := switches(t, tid)
 		done <- c1 - c0
