@@ -52,10 +52,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 5s)
 bench: ## benchmarks against bpftrace, side by side (root)
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./internal/catalog/bench/
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and shellcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@command -v shellcheck >/dev/null || { echo "lint: shellcheck not found (apt-get install shellcheck)"; exit 1; }
+	shellcheck install.sh
 
 clean: ## remove build output
 	rm -rf bin
