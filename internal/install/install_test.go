@@ -543,17 +543,51 @@ func TestChecks(t *testing.T) {
 	}
 }
 
+// TestDestdirForms: every way to name the staging root puts the files
+// under it.
+func TestDestdirForms(t *testing.T) {
+	requireRoot(t)
+	bin := agentBinary(t)
+	for _, tc := range []struct {
+		name string
+		args func(root string) []string
+		env  func(root string) map[string]string
+	}{
+		{"--destdir DIR", func(r string) []string { return []string{"--destdir", r} }, nil},
+		{"--destdir=DIR", func(r string) []string { return []string{"--destdir=" + r + "/"} }, nil},
+		{"--prefix DIR", func(r string) []string { return []string{"--prefix", r} }, nil},
+		{"DESTDIR=DIR", nil, func(r string) map[string]string { return map[string]string{"DESTDIR": r} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			var o runOpts
+			args := []string{"--binary", bin, "--without-bpftrace"}
+			if tc.args != nil {
+				args = append(args, tc.args(root)...)
+			}
+			if tc.env != nil {
+				o.env = tc.env(root)
+			}
+			r := runScript(t, o, args...)
+			requireCode(t, r, 0)
+			require.Contains(t, r.stdout, "installed "+filepath.Join(root, binPath)+"\n")
+			require.Equal(t, []string{confPath, unitPath, binPath}, nonDirs(snapshot(t, root)))
+		})
+	}
+}
+
 // TestNotRoot: anyone but root gets status 1 before any other check.
 func TestNotRoot(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "stage")
 	o := runOpts{env: map[string]string{"NANNYAGENT_INSTALL_UNAME_S": "FreeBSD"}}
 	if os.Geteuid() == 0 {
 		o.cred = &syscall.Credential{Uid: 65534, Gid: 65534}
-		// The script must be readable by nobody for this to test it.
-		info, err := os.Stat(script)
-		require.NoError(t, err)
-		if info.Mode().Perm()&0o005 != 0o005 {
-			t.Skipf("install.sh has mode %v: another user cannot run it", info.Mode().Perm())
+		// The checkout must let nobody read the script for this to
+		// test it (a clone under /root does not).
+		probe := exec.Command("test", "-r", script)
+		probe.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+		if err := probe.Run(); err != nil {
+			t.Skipf("uid 65534 cannot read %s (%v): the checkout's directories are closed to other users", script, err)
 		}
 	}
 	for _, args := range [][]string{
@@ -730,6 +764,14 @@ func requireUnshare(t *testing.T) {
 		if _, err := exec.LookPath(p); err != nil {
 			t.Skipf("%s is not installed (util-linux)", p)
 		}
+	}
+	// Root in a container without CAP_SYS_ADMIN cannot make a mount
+	// namespace.
+	if out, err := exec.Command("unshare", "--mount", "true").CombinedOutput(); err != nil {
+		if os.Getenv("NANNYAGENT_REQUIRE_BPF") == "1" {
+			t.Fatalf("NANNYAGENT_REQUIRE_BPF=1 but unshare --mount fails: %v: %s", err, out)
+		}
+		t.Skipf("cannot create a mount namespace here: %v: %s", err, out)
 	}
 }
 
