@@ -104,7 +104,11 @@ func (f files) checkDir(create bool) error {
 		return nil
 	}
 	if perm&0o022 != 0 {
-		return fmt.Errorf("token directory %s has mode %04o: group or others can write it and so replace the tokens; run chmod 700 %s, or set token_path in a directory only root can write", dir, perm|st.Mode()&os.ModeSticky, dir)
+		unixMode := uint32(perm)
+		if st.Mode()&os.ModeSticky != 0 {
+			unixMode |= 0o1000
+		}
+		return fmt.Errorf("token directory %s has mode %04o: group or others can write it and so replace the tokens; run chmod 700 %s, or set token_path in a directory only root can write", dir, unixMode, dir)
 	}
 	return nil
 }

@@ -70,13 +70,41 @@ func ParseTokenFile(data []byte, name string) (*TokenFile, error) {
 	if len(data) > maxFileBytes {
 		return nil, fmt.Errorf("%s is larger than %d bytes: it is not a token file", name, maxFileBytes)
 	}
+	// Dates are decoded one by one so that an error names its field.
+	var raw struct {
+		TokenFile
+		ExpiresAt        json.RawMessage `json:"expires_at"`
+		RegisteredAt     json.RawMessage `json:"registered_at"`
+		RenewedAt        json.RawMessage `json:"refresh_token_renewed_at"`
+		RefreshExpiresAt json.RawMessage `json:"refresh_token_expires_at"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	var t TokenFile
-	if err := dec.Decode(&t); err != nil {
+	if err := dec.Decode(&raw); err != nil {
 		return nil, fmt.Errorf("%s is not a token file: %s", name, describeJSONError(data, err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s is not a token file: more data after the JSON object", name)
+	}
+	t := raw.TokenFile
+	t.RegisteredAt, t.RenewedAt, t.RefreshExpiresAt = nil, nil, nil
+	for _, d := range []struct {
+		key string
+		raw json.RawMessage
+		set func(time.Time)
+	}{
+		{"expires_at", raw.ExpiresAt, func(v time.Time) { t.ExpiresAt = v }},
+		{"registered_at", raw.RegisteredAt, func(v time.Time) { t.RegisteredAt = &v }},
+		{"refresh_token_renewed_at", raw.RenewedAt, func(v time.Time) { t.RenewedAt = &v }},
+		{"refresh_token_expires_at", raw.RefreshExpiresAt, func(v time.Time) { t.RefreshExpiresAt = &v }},
+	} {
+		if len(d.raw) == 0 || string(d.raw) == "null" {
+			continue
+		}
+		var v time.Time
+		if err := v.UnmarshalJSON(d.raw); err != nil {
+			return nil, fmt.Errorf("%s: %s is not a date: %s", name, d.key, snippet(d.raw))
+		}
+		d.set(v)
 	}
 	for _, f := range []struct {
 		key, v string
@@ -114,15 +142,16 @@ func describeJSONError(data []byte, err error) string {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		line, col := position(data, syn.Offset)
+		// Offset counts the offending byte.
+		line, col := position(data, syn.Offset-1)
 		return fmt.Sprintf("invalid JSON at line %d, column %d: %v", line, col, syn)
 	case errors.As(err, &typ):
-		line, col := position(data, typ.Offset)
-		field := typ.Field
+		line, _ := position(data, typ.Offset)
+		field := strings.TrimPrefix(typ.Field, "TokenFile.") // the embedded struct of ParseTokenFile
 		if field == "" {
 			return fmt.Sprintf("want a JSON object, found %s", typ.Value)
 		}
-		return fmt.Sprintf("%s at line %d, column %d: want a %s, found %s", field, line, col, typ.Type, typ.Value)
+		return fmt.Sprintf("%s on line %d: want a %s, found %s", field, line, typ.Type, typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return "the JSON ends early (a write was cut short?)"
 	}
@@ -141,6 +170,16 @@ func position(data []byte, off int64) (line, col int) {
 	line = bytes.Count(before, []byte{'\n'}) + 1
 	col = int(off) - bytes.LastIndexByte(before, '\n')
 	return line, col
+}
+
+// snippet quotes the start of a value for an error message.
+func snippet(b []byte) string {
+	const max = 40
+	s := string(b)
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // encodeTokenFile writes the file as the earlier agent does: two-space
@@ -196,18 +235,20 @@ func (f files) loadTokens() (*TokenFile, stamp, error) {
 	default:
 		return nil, st, err
 	}
-	if t.RefreshToken == "" && !t.Static() {
-		rt, err := f.readPrivate(f.refreshPath())
-		switch {
-		case err == nil:
-			tok := strings.TrimSpace(string(rt))
-			if err := checkTokenText(tok, maxRefreshToken); err != nil {
-				return nil, st, fmt.Errorf("%s: the refresh token %w", f.refreshPath(), err)
-			}
-			t.RefreshToken = tok
-		case !errors.Is(err, fs.ErrNotExist):
-			return nil, st, err
+	// The backup is read (and its mode checked) even when token.json
+	// has the refresh token: a leaked copy is as bad as a leaked original.
+	rt, err := f.readPrivate(f.refreshPath())
+	switch {
+	case err == nil:
+		tok := strings.TrimSpace(string(rt))
+		if err := checkTokenText(tok, maxRefreshToken); err != nil {
+			return nil, st, fmt.Errorf("%s: the refresh token %w", f.refreshPath(), err)
 		}
+		if t.RefreshToken == "" && !t.Static() {
+			t.RefreshToken = tok
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, st, err
 	}
 	if t.AccessToken == "" && t.RefreshToken == "" && !t.Static() {
 		if _, err := os.Lstat(f.tokenPath); err == nil {

@@ -106,6 +106,7 @@ type app struct {
 	configPath     string
 	log            *zap.Logger
 	cfg            *config.Config
+	backend        backendFlags
 
 	// Hooks, replaced by tests.
 	geteuid      func() int
@@ -129,6 +130,8 @@ a resolution plan.
   sudo nannyagent diagnose "ISSUE"     one investigation (also: --diagnose "ISSUE")
   nannyagent trace list | run NAME     the eBPF catalog, directly
   nannyagent check                     what works on this kernel
+  sudo nannyagent register             connect to NannyAPI (also: --register [--force])
+  sudo nannyagent status               registration, backend, daemon (also: --status)
 
 With no arguments and no terminal on stdin and stdout, nannyagent prints
 a usage hint and exits 2; it never reads investigations from a pipe.
@@ -148,6 +151,9 @@ docs/CONFIGURATION.md.`,
 			return a.setup(cmd)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if handled, err := a.legacyBackend(cmd); handled {
+				return err
+			}
 			if cmd.Flags().Changed("diagnose") {
 				return a.oneShot(cmd.Context(), legacy, f)
 			}
@@ -165,11 +171,13 @@ docs/CONFIGURATION.md.`,
 	root.Flags().BoolP("version", "v", false, "print the version and exit")
 	root.Flags().StringVar(&legacy, "diagnose", "", "investigate this issue and exit (the same as the diagnose command)")
 	f.register(root)
+	a.addLegacyBackendFlags(root)
+	a.addBackendFlags(root)
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (a missing default file is fine; a missing file named here is an error)")
 	pf.BoolVar(&a.verbose, "verbose", false, "log what happens (feature probes, attach modes, engine requests) to stderr")
 	pf.BoolVar(&a.debug, "debug", false, "the same as --verbose (config key debug, environment DEBUG=1)")
-	root.AddCommand(a.traceCommand(), a.checkCommand(), a.diagnoseCommand())
+	root.AddCommand(a.traceCommand(), a.checkCommand(), a.diagnoseCommand(), a.registerCommand(), a.statusCommand())
 	return root
 }
 
@@ -180,13 +188,9 @@ func (a *app) setup(cmd *cobra.Command) error {
 	if fl := cmd.Flag("config"); fl != nil {
 		explicit = fl.Changed
 	}
-	cfg, err := config.Load(a.configPath, explicit)
+	cfg, err := a.loadConfig(cmd, explicit)
 	if err != nil {
 		return usageErr(err)
-	}
-	if a.debug {
-		cfg.Debug = true
-		cfg.SetFrom("debug", "--debug")
 	}
 	a.cfg = cfg
 	a.log = newLogger(a.stderr, a.verbose || cfg.Debug)
