@@ -290,9 +290,10 @@ func (m *Manager) token(ctx context.Context, force bool) (string, error) {
 	f := m.flight
 	if f == nil {
 		if p := m.problemLocked(); p != "" && m.permanent == nil {
+			err := m.loadErr
 			m.mu.Unlock()
-			if m.loadErr != nil {
-				return "", m.loadErr
+			if err != nil {
+				return "", err
 			}
 			return "", errors.New(p)
 		}
