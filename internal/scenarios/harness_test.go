@@ -95,6 +95,15 @@ func diagnoseJSON(t *testing.T, issue string, wrap ...string) *diagnose.Report {
 	var rep diagnose.Report
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), "stdout must be one JSON report:\n%s", stdout.String())
 	require.NotNil(t, rep.Resolution, "no resolution")
+	for i, r := range rep.Rounds {
+		for _, tr := range r.Traces {
+			what := tr.Error
+			if tr.Result != nil {
+				what = fmt.Sprintf("%.1f s: %s", tr.Result.Seconds(), tr.Result.Summary)
+			}
+			t.Logf("round %d trace %s %v: %s", i+1, tr.Entry, tr.Request.Filters, what)
+		}
+	}
 	t.Logf("root cause: %s\nevidence: %s\nplan: %s", rep.Resolution.RootCause, rep.Resolution.Evidence, rep.Resolution.ResolutionPlan)
 	for i, f := range rep.Findings {
 		t.Logf("finding %d [%s] %s: %s", i+1, f.Severity, f.Title, strings.Join(f.Evidence, "; "))

@@ -167,9 +167,33 @@ func blockDevice(t *testing.T, path string) string {
 func TestSyncWriteBottleneck(t *testing.T) {
 	needRoot(t)
 	dir, disk := diskDir(t)
-	start(t, workload(t, "ingest-writer", "syncwrite", filepath.Join(dir, "ingest.dat")))
+	w := workload(t, "ingest-writer", "syncwrite", filepath.Join(dir, "ingest.dat"), "2")
+	start(t, w)
+	waitIO(t, w, 64<<20)
 	rep := diagnoseJSON(t, "writing to disk has become very slow on this server")
-	requireCause(t, rep, disk, "ingest-writer")
+	requireCause(t, rep, disk, "ingest-writer", "synchronous")
+}
+
+// waitIO waits until the workload has moved n bytes from or to storage
+// (/proc/PID/io), so that the diagnosis sees it at work even when the
+// machine is slow to start it.
+func waitIO(t *testing.T, cmd *exec.Cmd, n uint64) {
+	t.Helper()
+	waitFor(t, cmd.Path+" to do I/O", 30*time.Second, func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", cmd.Process.Pid))
+		if err != nil {
+			return false
+		}
+		var done uint64
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ": ")
+			if k == "read_bytes" || k == "write_bytes" {
+				x, _ := strconv.ParseUint(v, 10, 64)
+				done += x
+			}
+		}
+		return done >= n
+	})
 }
 
 // 5. Web server: permission denied on its files.
@@ -217,10 +241,14 @@ func TestSlowReadsFromIOContention(t *testing.T) {
 	dir, disk := diskDir(t)
 	data := filepath.Join(dir, "table.db")
 	run(t, "dd", "if=/dev/urandom", "of="+data, "bs=1M", "count=128", "conv=fsync", "status=none")
-	start(t, workload(t, "dbreader", "directread", data))
-	start(t, workload(t, "backup-job", "syncwrite", filepath.Join(dir, "backup.dat")))
+	reader := workload(t, "dbreader", "directread", data)
+	start(t, reader)
+	writer := workload(t, "backup-job", "syncwrite", filepath.Join(dir, "backup.dat"), "2")
+	start(t, writer)
+	waitIO(t, reader, 4<<20)
+	waitIO(t, writer, 64<<20)
 	rep := diagnoseJSON(t, "queries of our database dbreader have become slow")
-	requireCause(t, rep, disk, "backup-job")
+	requireCause(t, rep, disk, "backup-job", "dbreader")
 }
 
 // supervise restarts a workload forever, the way an init system restarts

@@ -35,7 +35,7 @@ func runWorkload(w string, args []string) int {
 	case "alloc":
 		err = alloc(arg(0))
 	case "syncwrite":
-		err = syncWrite(arg(0))
+		err = syncWrite(arg(0), arg(1))
 	case "directread":
 		err = directRead(arg(0))
 	case "serve":
@@ -99,24 +99,37 @@ func alloc(mb string) error {
 	select {}
 }
 
-// syncWrite writes 64 KiB blocks with O_DSYNC to path, wrapping at 64 MiB,
-// forever: every write waits for the device.
-func syncWrite(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|unix.O_DSYNC, 0o600)
-	if err != nil {
-		return err
+// syncWrite writes 1 MiB blocks with O_DSYNC from threads threads, each
+// to its own file path.N wrapping at 32 MiB, forever: every write waits
+// for the device, as a database's log writer or an ingest pipeline that
+// must not lose data does.
+func syncWrite(path, threads string) error {
+	n, err := strconv.Atoi(threads)
+	if err != nil || n < 1 {
+		return fmt.Errorf("threads: %q", threads)
 	}
-	buf := make([]byte, 64<<10)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	var off int64
-	for {
-		if _, err := f.WriteAt(buf, off); err != nil {
+	errc := make(chan error, n)
+	for i := range n {
+		f, err := os.OpenFile(path+"."+strconv.Itoa(i), os.O_CREATE|os.O_WRONLY|unix.O_DSYNC, 0o600)
+		if err != nil {
 			return err
 		}
-		off = (off + int64(len(buf))) % (64 << 20)
+		go func() {
+			buf := make([]byte, 1<<20)
+			for j := range buf {
+				buf[j] = byte(j + i)
+			}
+			var off int64
+			for {
+				if _, err := f.WriteAt(buf, off); err != nil {
+					errc <- err
+					return
+				}
+				off = (off + int64(len(buf))) % (32 << 20)
+			}
+		}()
 	}
+	return <-errc
 }
 
 // directRead reads random 4 KiB blocks of path with O_DIRECT forever,

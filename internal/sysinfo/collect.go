@@ -152,6 +152,7 @@ func Collect(ctx context.Context, opts Options) *Facts {
 	spawn(func() { f.Network.Listeners = c.listeners() })
 	spawn(func() { f.Memory = c.memory(); f.PSI = c.psi() })
 	spawn(func() { f.Limits = c.limits() })
+	spawn(func() { f.BlockDevices = c.blockDevices() })
 	var details map[int]*procDetail
 	spawn(func() { details = c.procDetails(first.procs) })
 

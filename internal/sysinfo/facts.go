@@ -33,14 +33,23 @@ type Facts struct {
 	PSI         *PSI         `json:"psi,omitempty"`
 	Filesystems []Filesystem `json:"filesystems"`
 	Disks       []Disk       `json:"disks,omitempty"`
-	Limits      Limits       `json:"limits"`
-	Network     Network      `json:"network"`
+	// BlockDevices are the whole block devices present now (size above
+	// zero: a detached loop device or an empty drive is not there), so a
+	// kernel log error can be told from one about a device since gone.
+	BlockDevices []BlockDevice `json:"block_devices,omitempty"`
+	Limits       Limits        `json:"limits"`
+	Network      Network       `json:"network"`
 	// TopCPU and TopMemory are the busiest processes (at most 10 each).
 	TopCPU    []Process `json:"top_cpu"`
 	TopMemory []Process `json:"top_memory"`
 	// FDHeavy are processes using most of their open-files limit (over
 	// half), worst first.
 	FDHeavy []Process `json:"fd_heavy,omitempty"`
+	// TopIO are the processes that moved the most bytes from and to
+	// storage over Interval (/proc/[pid]/io read_bytes and write_bytes),
+	// or waited longest for block I/O where delay accounting is on; at
+	// most 10, with their I/O fields filled.
+	TopIO []Process `json:"top_io,omitempty"`
 	// Cgroups are the cgroups with a memory or pids limit that was hit
 	// (OOM kills, max events) or is nearly reached.
 	Cgroups []Cgroup `json:"cgroups,omitempty"`
@@ -215,6 +224,35 @@ type Process struct {
 	Threads    int     `json:"threads"`
 	OpenFDs    int     `json:"open_fds"`
 	FDLimit    uint64  `json:"fd_limit"` // soft RLIMIT_NOFILE
+
+	// The I/O fields are filled in TopIO only, over the interval.
+	// ReadBytesPerSec and WriteBytesPerSec are what the process made
+	// storage read and write (/proc/[pid]/io read_bytes, write_bytes: page
+	// cache hits and writes that are cancelled before writeback do not
+	// count); ReadCallsPerSec and WriteCallsPerSec its read and write
+	// system calls of any kind (syscr, syscw).
+	ReadBytesPerSec  float64 `json:"read_bytes_per_sec,omitempty"`
+	WriteBytesPerSec float64 `json:"write_bytes_per_sec,omitempty"`
+	ReadCallsPerSec  float64 `json:"read_calls_per_sec,omitempty"`
+	WriteCallsPerSec float64 `json:"write_calls_per_sec,omitempty"`
+	// IODelayPercent is the time its threads waited for block I/O, as a
+	// share of the interval (delayacct_blkio_ticks of /proc/[pid]/stat;
+	// above 100 when several threads wait at once). It stays 0 where
+	// delay accounting is off (kernel.task_delayacct, the default).
+	IODelayPercent float64 `json:"io_delay_percent,omitempty"`
+	// SyncFiles are files it holds open for synchronous or direct I/O,
+	// with the flags that make them so ("/var/lib/db/wal (O_DSYNC)"), at
+	// most maxSyncFiles, from /proc/[pid]/fdinfo.
+	SyncFiles []string `json:"sync_files,omitempty"`
+}
+
+// BlockDevice is one whole block device of /sys/class/block.
+type BlockDevice struct {
+	Name      string `json:"name"`
+	SizeBytes uint64 `json:"size_bytes"`
+	ReadOnly  bool   `json:"read_only,omitempty"`
+	// BackingFile is a loop device's file.
+	BackingFile string `json:"backing_file,omitempty"`
 }
 
 // Cgroup is a cgroup (v1 or v2) whose memory or pids controller shows a

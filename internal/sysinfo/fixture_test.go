@@ -79,6 +79,11 @@ func TestCollectFixture(t *testing.T) {
 	require.Equal(t, []Disk{{Name: "sda", InFlight: 2}}, f.Disks,
 		"no I/O between two reads of the same file, but requests in flight (a stuck device looks like this)")
 
+	require.Equal(t, []BlockDevice{
+		{Name: "loop1", SizeBytes: 64 << 20, ReadOnly: true, BackingFile: "/srv/images/disk.img"},
+		{Name: "sda", SizeBytes: 4 << 30},
+	}, f.BlockDevices, "a detached loop device (size 0) and a partition are not listed")
+
 	require.Len(t, f.Filesystems, 1, "the other mounts do not exist under the fixture root")
 	fs := f.Filesystems[0]
 	require.Equal(t, "/", fs.Mount)

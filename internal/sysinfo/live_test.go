@@ -33,6 +33,8 @@ func TestMain(m *testing.M) {
 		helperFDs()
 	case "hog":
 		helperHog()
+	case "syncwrite":
+		helperSyncWrite()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)

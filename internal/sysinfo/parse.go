@@ -268,6 +268,9 @@ type procStat struct {
 	StartTime uint64 // ticks after boot, tells a reused PID apart
 	RSSPages  uint64
 	Kernel    bool // a kernel thread (PF_KTHREAD)
+	// BlkioTicks is delayacct_blkio_ticks (field 42): 0 where the kernel
+	// does not give it or delay accounting is off.
+	BlkioTicks uint64
 }
 
 const pfKthread = 0x00200000
@@ -320,7 +323,47 @@ func parseProcStat(data []byte) (procStat, error) {
 	p.Threads = int(vals[3])
 	p.StartTime = vals[4]
 	p.RSSPages = vals[5]
+	// Field 42 came with Linux 2.6.18; a short line simply lacks it.
+	if len(fields) > 39 {
+		if v, err := num(39); err == nil {
+			p.BlkioTicks = v
+		}
+	}
 	return p, nil
+}
+
+// procIO is what one /proc/[pid]/io read gives.
+type procIO struct {
+	ReadBytes, WriteBytes, Syscr, Syscw uint64
+}
+
+// parseProcIO reads /proc/[pid]/io (proc_pid_io(5)); every field it
+// needs must be there.
+func parseProcIO(data []byte) (procIO, error) {
+	kv := parseKeyValues(data)
+	var io procIO
+	for _, f := range []struct {
+		name string
+		dst  *uint64
+	}{{"read_bytes", &io.ReadBytes}, {"write_bytes", &io.WriteBytes}, {"syscr", &io.Syscr}, {"syscw", &io.Syscw}} {
+		v, ok := kv[f.name]
+		if !ok {
+			return io, fmt.Errorf("no %s", f.name)
+		}
+		*f.dst = v
+	}
+	return io, nil
+}
+
+// parseFdinfoFlags returns the open flags of /proc/[pid]/fdinfo/N (an
+// octal "flags:" line).
+func parseFdinfoFlags(data []byte) (uint64, error) {
+	for line := range bytes.Lines(data) {
+		if v, ok := bytes.CutPrefix(line, []byte("flags:")); ok {
+			return strconv.ParseUint(string(bytes.TrimSpace(v)), 8, 64)
+		}
+	}
+	return 0, errors.New("no flags line")
 }
 
 // parseNoFileLimit returns the soft "Max open files" of /proc/[pid]/limits

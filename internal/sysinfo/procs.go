@@ -176,6 +176,123 @@ func (c *collector) processes(f *Facts, a, b sample, details map[int]*procDetail
 	for _, r := range heavy[:min(maxTop, len(heavy))] {
 		f.FDHeavy = append(f.FDHeavy, build(r))
 	}
+
+	// TopIO: the storage bytes and block I/O waits of each process over
+	// the interval; a PID reused in between (another start time) has no
+	// rate.
+	type ioRow struct {
+		row
+		rates ioRates
+	}
+	var ios []ioRow
+	for _, r := range rows {
+		old, ok := a.procs[r.pid]
+		x, okA := a.ios[r.pid]
+		y, okB := b.ios[r.pid]
+		if !ok || !okA || !okB || old.StartTime != r.p.StartTime || secs <= 0 {
+			continue
+		}
+		rt := ioRates{
+			readBytes:  float64(sub(x.ReadBytes, y.ReadBytes)) / secs,
+			writeBytes: float64(sub(x.WriteBytes, y.WriteBytes)) / secs,
+			readCalls:  float64(sub(x.Syscr, y.Syscr)) / secs,
+			writeCalls: float64(sub(x.Syscw, y.Syscw)) / secs,
+			delay:      100 * float64(sub(old.BlkioTicks, r.p.BlkioTicks)) / userHZ / secs,
+		}
+		if rt.readBytes+rt.writeBytes > 0 || rt.delay > 0 {
+			ios = append(ios, ioRow{r, rt})
+		}
+	}
+	slices.SortFunc(ios, func(x, y ioRow) int {
+		return cmp.Or(cmp.Compare(y.rates.readBytes+y.rates.writeBytes, x.rates.readBytes+x.rates.writeBytes),
+			cmp.Compare(y.rates.delay, x.rates.delay), cmp.Compare(x.pid, y.pid))
+	})
+	for _, r := range ios[:min(maxTop, len(ios))] {
+		p := build(r.row)
+		p.ReadBytesPerSec, p.WriteBytesPerSec = r.rates.readBytes, r.rates.writeBytes
+		p.ReadCallsPerSec, p.WriteCallsPerSec = r.rates.readCalls, r.rates.writeCalls
+		p.IODelayPercent = r.rates.delay
+		p.SyncFiles = c.syncFiles(r.pid)
+		f.TopIO = append(f.TopIO, p)
+	}
+}
+
+type ioRates struct {
+	readBytes, writeBytes, readCalls, writeCalls, delay float64
+}
+
+const (
+	// maxSyncFiles bounds the synchronous files named per process, and
+	// maxFdinfo the descriptors looked at to find them: a database with
+	// thousands of open files must not make Collect slow.
+	maxSyncFiles = 4
+	maxFdinfo    = 256
+)
+
+// syncFiles lists files pid holds open with O_SYNC, O_DSYNC or O_DIRECT:
+// every write to them waits for the device (or bypasses the page cache),
+// which is what makes a process's I/O synchronous.
+func (c *collector) syncFiles(pid int) []string {
+	dir := c.path("/proc/" + strconv.Itoa(pid))
+	d, err := os.Open(dir + "/fdinfo")
+	if err != nil {
+		return nil
+	}
+	names, _ := d.Readdirnames(maxFdinfo)
+	d.Close()
+	slices.SortFunc(names, func(x, y string) int {
+		a, _ := strconv.Atoi(x)
+		b, _ := strconv.Atoi(y)
+		return cmp.Compare(a, b)
+	})
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		b, err := os.ReadFile(dir + "/fdinfo/" + n)
+		if err != nil {
+			continue
+		}
+		flags, err := parseFdinfoFlags(b)
+		if err != nil {
+			continue
+		}
+		kind := syncKind(flags)
+		if kind == "" {
+			continue
+		}
+		target, err := os.Readlink(dir + "/fd/" + n)
+		// Sockets, pipes and anonymous inodes have no path; O_DIRECT on
+		// them says nothing about storage.
+		if err != nil || !strings.HasPrefix(target, "/") {
+			continue
+		}
+		s := truncate(c.opts.Redact(target), maxCmdline) + " (" + kind + ")"
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		if out = append(out, s); len(out) == maxSyncFiles {
+			break
+		}
+	}
+	return out
+}
+
+// syncKind names the synchronous-I/O open flags set in flags ("" for
+// none). The values are the architecture's (O_DIRECT differs between
+// x86 and arm64).
+func syncKind(flags uint64) string {
+	var k []string
+	switch {
+	case flags&unix.O_SYNC == unix.O_SYNC:
+		k = append(k, "O_SYNC")
+	case flags&unix.O_DSYNC != 0:
+		k = append(k, "O_DSYNC")
+	}
+	if flags&unix.O_DIRECT != 0 {
+		k = append(k, "O_DIRECT")
+	}
+	return strings.Join(k, "|")
 }
 
 // cmdline returns the redacted, bounded command line; kernel threads and

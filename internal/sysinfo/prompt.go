@@ -156,6 +156,7 @@ func (f *Facts) Prompt() string {
 	p.section("Top processes by CPU:", processLines(f.TopCPU, promptTop))
 	p.section("Top processes by memory:", processLines(f.TopMemory, promptTop))
 	p.section("Processes using over half their open-files limit:", processLines(f.FDHeavy, promptTop))
+	p.section("Top processes by storage I/O:", ioLines(f.TopIO, promptTop))
 
 	var disks []string
 	for _, d := range f.Disks {
@@ -243,6 +244,22 @@ func processLines(ps []Process, n int) []string {
 			s += fmt.Sprintf(", %d of %d fds", p.OpenFDs, p.FDLimit)
 		}
 		out = append(out, s+": "+truncate(p.Cmdline, 120))
+	}
+	return out
+}
+
+func ioLines(ps []Process, n int) []string {
+	var out []string
+	for _, p := range ps[:min(n, len(ps))] {
+		s := fmt.Sprintf("- pid %d %s (%s): read %s/s, written %s/s; %.0f read and %.0f write calls/s", p.PID, p.Comm, p.State,
+			formatBytes(uint64(p.ReadBytesPerSec)), formatBytes(uint64(p.WriteBytesPerSec)), p.ReadCallsPerSec, p.WriteCallsPerSec)
+		if p.IODelayPercent > 0 {
+			s += fmt.Sprintf("; waited for block I/O %.0f%% of the time", p.IODelayPercent)
+		}
+		if len(p.SyncFiles) > 0 {
+			s += "; synchronous: " + strings.Join(p.SyncFiles, ", ")
+		}
+		out = append(out, truncate(s, 300))
 	}
 	return out
 }

@@ -22,6 +22,9 @@ type sample struct {
 	tcpExt   map[string]int64
 	procs    map[int]procStat
 	procsErr error
+	// ios are the /proc/[pid]/io counters of the user processes that
+	// could be read (another user's need root).
+	ios map[int]procIO
 }
 
 // sample reads the counters; only the first of the two reports failures,
@@ -72,26 +75,28 @@ func (c *collector) sample(report bool) sample {
 	} else {
 		warn("TCP extended counters: %v", err)
 	}
-	s.procs, s.procsErr = c.readProcs()
+	s.procs, s.ios, s.procsErr = c.readProcs()
 	if s.procsErr != nil {
 		warn("processes: %v", s.procsErr)
 	}
 	return s
 }
 
-// readProcs reads /proc/[pid]/stat of every process. A process that exits
-// between the listing and the read is simply not there.
-func (c *collector) readProcs() (map[int]procStat, error) {
+// readProcs reads /proc/[pid]/stat of every process, and /proc/[pid]/io
+// of the user processes. A process that exits between the listing and
+// the read is simply not there.
+func (c *collector) readProcs() (map[int]procStat, map[int]procIO, error) {
 	d, err := os.Open(c.path("/proc"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	names, err := d.Readdirnames(-1)
 	d.Close()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	procs := make(map[int]procStat, len(names))
+	ios := make(map[int]procIO, len(names))
 	var bad int
 	var firstErr error
 	for _, name := range names {
@@ -111,11 +116,21 @@ func (c *collector) readProcs() (map[int]procStat, error) {
 			continue
 		}
 		procs[pid] = p
+		if p.Kernel {
+			continue
+		}
+		// Unreadable (another user's process when not root) or malformed
+		// counters leave the process out of TopIO only.
+		if b, err := os.ReadFile(c.path("/proc/" + name + "/io")); err == nil {
+			if io, err := parseProcIO(b); err == nil {
+				ios[pid] = io
+			}
+		}
 	}
 	if bad > 0 {
 		c.warn("%d unreadable /proc/[pid]/stat files (first: %v)", bad, firstErr)
 	}
-	return procs, nil
+	return procs, ios, nil
 }
 
 // rates turns the two samples into the per-second and percentage facts.

@@ -47,7 +47,11 @@ type finding struct {
 	// kind; playbook names why.
 	boosted  bool
 	playbook string
-	seq      int
+	// boostHits is how much of the issue the boosting playbook matched:
+	// of two findings the issue is about, the one a more specific
+	// playbook is about ("writes are slow" over "slow") answers it.
+	boostHits int
+	seq       int
 	// perSource counts evidence lines by source; more counts those left
 	// out past maxEvidencePerSource.
 	perSource map[string]int
@@ -188,9 +192,9 @@ func (fs *findings) absorb(into, from *finding) {
 // issue names their subject, then a matching playbook is about them)
 // that are at least warnings — the operator's question gets its answer
 // before an unrelated problem, which is still listed — then severity,
-// then independent support, then whether a playbook matching the issue
-// is about them, then the USE order of kinds (errors first), then as
-// found.
+// then how specifically the issue matched the playbook about them, then
+// independent support, then whether a playbook matching the issue is
+// about them, then the USE order of kinds (errors first), then as found.
 func (fs *findings) ranked() []*finding {
 	out := append([]*finding{}, fs.list...)
 	sort.SliceStable(out, func(i, j int) bool {
@@ -200,6 +204,9 @@ func (fs *findings) ranked() []*finding {
 		}
 		if a.sev != b.sev {
 			return a.sev > b.sev
+		}
+		if a.boostHits != b.boostHits {
+			return a.boostHits > b.boostHits
 		}
 		if a.support() != b.support() {
 			return a.support() > b.support()

@@ -33,6 +33,8 @@ var kinds = map[string]kind{
 	"pids.cgroup":        {doc: "a cgroup refused forks at pids.max", vars: []string{"cgroup"}},
 	"disk.saturation":    {doc: "a disk is saturated or slow: utilisation, await, biolatency p99, iowait, I/O pressure, tasks in D state", vars: []string{"disk", "comm", "pid"}},
 	"disk.errors":        {doc: "the kernel logged I/O or device errors", vars: []string{"disk"}},
+	"io.sync":            {doc: "a process spends its time waiting on synchronous writes to a disk (O_SYNC, O_DSYNC, fsync per write)", vars: []string{"comm", "pid", "disk"}},
+	"io.contention":      {doc: "processes wait on reads from a disk that a synchronous writer keeps busy", vars: []string{"disk", "comm", "pid", "reader"}},
 	"kernel.hung":        {doc: "the kernel reported tasks blocked for minutes (hung tasks)", vars: []string{"comm"}},
 	"hw.errors":          {doc: "machine checks, memory (EDAC) errors, soft lockups, thermal throttling"},
 	"net.retrans":        {doc: "TCP retransmits a large share of what it sends"},
@@ -54,7 +56,7 @@ var kinds = map[string]kind{
 var kindOrder = []string{
 	"oom", "disk.errors", "hw.errors", "fs.inodes", "fs.space", "port.inuse", "perm.denied",
 	"service.restarting", "process.crashing", "service.failed", "dns.failing", "fd.system", "fd.process",
-	"pids.system", "pids.cgroup", "kernel.hung", "disk.saturation", "mem.pressure", "cgroup.memory",
+	"pids.system", "pids.cgroup", "kernel.hung", "io.contention", "io.sync", "disk.saturation", "mem.pressure", "cgroup.memory",
 	"cpu.saturation", "net.listen", "net.retrans", "net.iface", "mem.swap", "cpu.steal",
 }
 

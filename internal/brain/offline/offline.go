@@ -248,6 +248,7 @@ func (e *Engine) findings(v *view, matched []matched) *findings {
 				if old := fs.find(f.kind, ""); old == nil {
 					f.seq = len(fs.list)
 					f.boosted = pb.hits > 0
+					f.boostHits = pb.hits
 					fs.list = append(fs.list, f)
 				}
 			}
@@ -256,7 +257,7 @@ func (e *Engine) findings(v *view, matched []matched) *findings {
 	for _, f := range fs.list {
 		for _, pb := range matched {
 			if pb.hits > 0 && pb.boostKinds[f.kind] && !f.boosted {
-				f.boosted, f.playbook = true, pb.Name
+				f.boosted, f.playbook, f.boostHits = true, pb.Name, pb.hits
 			}
 		}
 	}

@@ -64,6 +64,17 @@ func TestFirstRoundFollowsTheFacts(t *testing.T) {
 		require.Equal(t, []string{"exit", "syscalls", "open", "runqlat", "oomkill"}, traceNames(r))
 	})
 
+	t.Run("a process moving much to or from storage gets its file I/O traced", func(t *testing.T) {
+		f := healthyFacts()
+		f.TopIO = []sysinfo.Process{{PID: 77, Comm: "backup", WriteBytesPerSec: 12 * float64(mib)}}
+		r := next(t, e, &brain.Investigation{Issue: "x", Facts: f})
+		require.Equal(t, []string{"exit", "syscalls", "open", "biolatency", "fileio", "runqlat", "tcpretrans"}, traceNames(r))
+		f.TopIO[0].WriteBytesPerSec = 9 * float64(mib)
+		require.NotContains(t, traceNames(next(t, e, &brain.Investigation{Issue: "x", Facts: f})), "fileio", "under IOHeavyBytesPerSec")
+		f.PSI.IO.SomeAvg10 = IOEvidencePSI
+		require.Contains(t, traceNames(next(t, e, &brain.Investigation{Issue: "x", Facts: f})), "fileio", "tasks stall on I/O")
+	})
+
 	t.Run("entries that do not work here are left out and said so", func(t *testing.T) {
 		f := healthyFacts()
 		f.Catalog = []sysinfo.CatalogEntry{{Name: "runqlat", Supported: false, Reason: "needs BTF"}, {Name: "exit", Supported: true}}

@@ -113,6 +113,9 @@ func (e *Engine) firstSteps(v *view, matched []matched) *plan {
 	if len(f.Disks) > 0 || f.CPU.IOWait >= IOWaitPercent {
 		p.trace(sweepTrace("biolatency", d), "block I/O latency per disk and who does the I/O")
 	}
+	if ioHeavy(v) {
+		p.trace(sweepTrace("fileio", d), "who waits on file I/O, how long per call")
+	}
 	p.trace(sweepTrace("runqlat", d), "how long tasks wait for a CPU")
 	if f.Network.TCPRetransPerSec > 0 {
 		p.trace(sweepTrace("tcpretrans", d), "which connections retransmit")
@@ -133,6 +136,25 @@ func (e *Engine) firstSteps(v *view, matched []matched) *plan {
 	}
 	p.dropUnsupported(v)
 	return p
+}
+
+// ioHeavy: the facts show a process moving a lot to or from storage, or
+// waiting on it, or tasks stalling on I/O; who waits and how long per
+// call is then worth a file I/O trace, playbook or not.
+func ioHeavy(v *view) bool {
+	f := v.f
+	if f.PSI != nil && f.PSI.IO.SomeAvg10 >= IOEvidencePSI {
+		return true
+	}
+	for _, p := range f.TopIO {
+		if v.own[p.Comm] {
+			continue
+		}
+		if p.ReadBytesPerSec+p.WriteBytesPerSec >= IOHeavyBytesPerSec || p.IODelayPercent >= SyncIOBusyPercent {
+			return true
+		}
+	}
+	return false
 }
 
 func memoryRelevant(v *view) bool {

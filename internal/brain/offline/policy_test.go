@@ -115,7 +115,8 @@ func TestTablesTheRulesReadExist(t *testing.T) {
 		{"syscalls", "failures by syscall and errno", []string{"syscall", "error", "count"}},
 		{"syscalls", "syscalls by process", []string{"comm", "syscall", "errors"}},
 		{"biolatency", "I/O by disk and operation", []string{"disk", "op", "count", "avg_us", "p99_us", "errors"}},
-		{"biolatency", "top processes by I/O (submitter)", []string{"pid", "comm", "disk", "op", "count", "bytes"}},
+		{"biolatency", "top processes by I/O (submitter)", []string{"pid", "comm", "disk", "op", "count", "bytes", "avg_us"}},
+		{"fileio", "I/O by process and file", []string{"pid", "comm", "type", "file", "reads", "read_bytes", "writes", "write_bytes", "avg_read_ns", "avg_write_ns"}},
 		{"fileio", "I/O by process", []string{"pid", "comm", "reads", "read_bytes", "writes", "write_bytes"}},
 		{"exit", "process exits by command and status", []string{"comm", "status", "count", "mean_lifetime"}},
 		{"exit", "abnormal exits", []string{"comm", "ppid"}},
@@ -145,7 +146,7 @@ func TestTablesTheRulesReadExist(t *testing.T) {
 			require.Contains(t, list, `"`+c+`"`, "%s %q has no column %s", r.entry, r.title, c)
 		}
 	}
-	for _, h := range []struct{ entry, title string }{{"runqlat", "run-queue latency"}, {"fileio", "read latency"}, {"fileio", "write latency"}} {
+	for _, h := range []struct{ entry, title string }{{"runqlat", "run-queue latency"}, {"fileio", "read latency"}, {"fileio", "write latency"}, {"biolatency", "block I/O latency: "}} {
 		src, err := os.ReadFile(filepath.Join("..", "..", "catalog", h.entry, h.entry+".go"))
 		require.NoError(t, err)
 		require.Contains(t, string(src), `Log2Histogram("`+h.title+`"`, h.entry)

@@ -67,6 +67,31 @@ const (
 	PSIIOSomeAvg10  = 20.0
 	FileioReadP99US = 100_000
 
+	// Processes waiting on their own I/O (fileio), whatever the disk's
+	// utilisation. Busy: the time a process's threads spend inside read
+	// or write calls on storage files, added up, as a share of the trace;
+	// at half or more it waits on I/O more than it does anything else.
+	SyncIOBusyPercent = 50.0
+	// Mean time per call, µs, at or above which calls went to a device:
+	// a read from the page cache takes a few microseconds (a 128 KiB one
+	// about twenty), a device round trip from some tens (a fast virtual
+	// disk, NVMe) to milliseconds. Writes count as synchronous only with
+	// more proof (the file's open flags, or the process submitting its
+	// own block writes), since a large buffered write can take as long.
+	SyncWriteMeanUS = 100
+	IOReadMeanUS    = 50
+	// PSI io some avg10 that supports an I/O finding without being one.
+	IOEvidencePSI = 5.0
+	// Contention shows in the read latency of the disk: most reads fast,
+	// the slowest one in a hundred ContentionTailRatio times slower and
+	// over ContentionTailUS, over at least ContentionMinReads requests.
+	ContentionTailRatio = 10.0
+	ContentionTailUS    = 1000
+	ContentionMinReads  = 100
+	// Storage bytes per second of one process (facts) that make the
+	// first round trace file I/O even when no playbook asks for it.
+	IOHeavyBytesPerSec = 10 << 20
+
 	// Network: retransmitted segments as a share of segments sent, when
 	// at least RetransMinPerSec are retransmitted.
 	RetransPercent   = 5.0
@@ -94,6 +119,7 @@ func sweep(v *view) *findings {
 	checkFDs(v, fs)
 	checkPIDs(v, fs)
 	checkDisks(v, fs)
+	checkSyncIO(v, fs)
 	checkKernelLog(v, fs)
 	checkNetwork(v, fs)
 	checkDNS(v, fs)

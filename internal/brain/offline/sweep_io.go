@@ -132,6 +132,19 @@ func checkKernelLog(v *view, fs *findings) {
 		if name == "" {
 			name = "a device"
 		}
+		if v.blockDeviceGone(dev) && f.lines("trace biolatency") == 0 {
+			// The device was detached or removed since: the errors are its
+			// history, not a fault of anything the host uses now.
+			f.sev = sevInfo
+			f.title = fmt.Sprintf("I/O errors in the kernel log on %s, which is no longer attached (%s)", name, plural(n, "message", "messages"))
+			f.rootCause = fmt.Sprintf("The kernel reported failed I/O on %s, but %s is not among the block devices now (a loop device detached, or a disk removed), so nothing can fail on it any more. The messages: %s", name, name, clip(f.evidence[0], 160))
+			f.fix = []string{
+				"If " + name + " was a disk that is still needed, find out why it went away: dmesg -T | grep -w " + name,
+				"Otherwise nothing to do: the messages stay in the kernel log until it rotates",
+			}
+			f.conf = 2
+			continue
+		}
 		f.title = fmt.Sprintf("I/O errors on %s in the kernel log (%s)", name, plural(n, "message", "messages"))
 		f.rootCause = fmt.Sprintf("The kernel reports failed I/O on %s: the device (or its cable, controller or backing storage) returns errors, so reads and writes fail or the filesystem goes read-only. The messages: %s", name, clip(f.evidence[0], 160))
 		f.fix = []string{
@@ -147,6 +160,24 @@ func checkKernelLog(v *view, fs *findings) {
 		f.fix = []string{"Decode machine checks with rasdaemon / mcelog; check EDAC counters: grep . /sys/devices/system/edac/mc/mc*/*count", "Check cooling and firmware; schedule the hardware vendor's diagnostics or replace the failing part"}
 		f.conf = 1
 	}
+}
+
+// blockDevName are the names of whole block devices as the kernel log
+// gives them (controllers such as ata1 or nvme0 are not block devices).
+var blockDevName = regexp.MustCompile(`^(loop\d+|(?:sd|vd|xvd|hd)[a-z]+|nvme\d+n\d+|mmcblk\d+|dm-\d+|md\d+|nbd\d+|zram\d+|rbd\d+)$`)
+
+// blockDeviceGone reports whether the facts list the block devices
+// present and dev, a block device name, is not among them.
+func (v *view) blockDeviceGone(dev string) bool {
+	if len(v.f.BlockDevices) == 0 || !blockDevName.MatchString(dev) {
+		return false
+	}
+	for _, b := range v.f.BlockDevices {
+		if b.Name == dev {
+			return false
+		}
+	}
+	return true
 }
 
 func orDefault(s, d string) string {
@@ -426,23 +457,23 @@ func heaviestIO(v *view, disk string) (string, ioProc) {
 	kernelThread := func(c string) bool {
 		return strings.HasPrefix(c, "kworker") || strings.HasPrefix(c, "jbd2") || strings.HasPrefix(c, "kswapd") || c == "" || v.own[c]
 	}
+	// The submitter that kept the disk busiest: requests times their
+	// device time, so a few large writes outweigh many small reads.
 	var bioComm string
 	var bio ioProc
+	var busiest float64
 	for _, tb := range v.tables("biolatency", "top processes by I/O (submitter)") {
 		for _, r := range tb.rows {
 			if disk != "" && tb.get(r, "disk") != disk {
 				continue
 			}
 			c := tb.get(r, "comm")
-			if kernelThread(c) {
+			busy := tb.num(r, "count") * tb.num(r, "avg_us")
+			if kernelThread(c) || (bioComm != "" && busy <= busiest) {
 				continue
 			}
-			bioComm = c
-			bio = ioProc{pid: tb.get(r, "pid"), source: "biolatency", text: fmt.Sprintf("biolatency: %s (pid %s) submitted %s %s requests (%s) to %s", c, tb.get(r, "pid"), tb.get(r, "count"), tb.get(r, "op"), bytesStr(uint64(tb.num(r, "bytes"))), tb.get(r, "disk"))}
-			break
-		}
-		if bioComm != "" {
-			break
+			bioComm, busiest = c, busy
+			bio = ioProc{pid: tb.get(r, "pid"), source: "biolatency", text: fmt.Sprintf("biolatency: %s (pid %s) submitted %s %s requests (%s) to %s, %s of device time", c, tb.get(r, "pid"), tb.get(r, "count"), tb.get(r, "op"), bytesStr(uint64(tb.num(r, "bytes"))), tb.get(r, "disk"), latency(busy))}
 		}
 	}
 	if bioComm != "" {
