@@ -3,17 +3,16 @@ package nannyapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"unicode/utf8"
+
+	"github.com/nannyagent/nannyagent/internal/metrics"
 )
 
-// Limits of the agents collection that answer 500 when exceeded.
-const (
-	MaxKernelVersion = 45
-	MaxVersion       = 50
-	MaxPrimaryIP     = 45
-	MaxHostname      = 255
-)
+// MaxHostname is agents.hostname's limit (500 when exceeded); the
+// other limits of the agents collection are the metrics package's.
+const MaxHostname = 255
 
 const agentPath = "/api/agent"
 
@@ -95,9 +94,9 @@ func checkHost(hostname, version *string, primaryIP, kernel *string) error {
 	case *version == "":
 		return errors.New("nannyapi: version is required")
 	}
-	*version = truncateRunes(*version, MaxVersion)
-	*kernel = truncateRunes(*kernel, MaxKernelVersion)
-	if utf8.RuneCountInString(*primaryIP) > MaxPrimaryIP {
+	*version = truncateRunes(*version, metrics.MaxVersion)
+	*kernel = truncateRunes(*kernel, metrics.MaxKernelVersion)
+	if utf8.RuneCountInString(*primaryIP) > metrics.MaxPrimaryIP {
 		*primaryIP = ""
 	}
 	return nil
@@ -204,24 +203,19 @@ func (c *Client) RegisterWithToken(ctx context.Context, staticToken string, req 
 	return out.AgentID, nil
 }
 
-// IngestMetrics sends one metrics sample. The payload is sanitized
-// first (a copy; see MetricsRequest.Sanitize), so it never trips the
-// backend's 500s; PlatformFamily is required.
-func (c *Client) IngestMetrics(ctx context.Context, m *MetricsRequest) error {
-	if m == nil {
-		return errors.New("nannyapi: ingest-metrics: no metrics")
+// IngestMetrics sends one metrics sample. The metrics package owns the
+// payload and the backend's limits: a payload that fails
+// metrics.Validate is refused here, unsent, with its *ValidationError
+// (not Retryable: the same payload would be refused again).
+func (c *Client) IngestMetrics(ctx context.Context, p metrics.Payload) error {
+	if p.Action == "" {
+		p.Action = metrics.ActionIngestMetrics
 	}
-	s := m.clone()
-	s.Sanitize()
-	if s.PlatformFamily == "" {
-		return errors.New("nannyapi: ingest-metrics: platform_family is required")
+	if err := metrics.Validate(p); err != nil {
+		return fmt.Errorf("nannyapi: ingest-metrics: %w", err)
 	}
 	return c.do(ctx, &request{
-		op: "ingest-metrics", method: http.MethodPost, path: agentPath, auth: true, agentID: true,
-		body: struct {
-			Action string `json:"action"`
-			*MetricsRequest
-		}{"ingest-metrics", s},
+		op: "ingest-metrics", method: http.MethodPost, path: agentPath, auth: true, agentID: true, body: p,
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nannyagent/nannyagent/internal/config"
+	"github.com/nannyagent/nannyagent/internal/metrics"
 	"github.com/nannyagent/nannyagent/internal/nannyapi/nannyapitest"
 	"github.com/stretchr/testify/require"
 )
@@ -217,14 +218,14 @@ func TestStaticToken(t *testing.T) {
 	require.Equal(t, 2, srv.Count("ingest-metrics"))
 }
 
-func sampleMetrics() *MetricsRequest {
-	return &MetricsRequest{
-		SystemMetrics: SystemMetrics{
+func sampleMetrics() metrics.Payload {
+	return metrics.Payload{
+		SystemMetrics: metrics.SystemMetrics{
 			CPUPercent: 12.5, CPUCores: 8, MemoryUsedGB: 3.21, MemoryTotalGB: 15.5, MemoryPercent: 20.71,
 			DiskUsedGB: 40.12, DiskTotalGB: 100, DiskUsagePercent: 40.12,
-			Filesystems:  []Filesystem{{MountPath: "/", UsedGB: 40.12, FreeGB: 59.88, TotalGB: 100, UsagePercent: 40.12}},
-			LoadAverage:  LoadAverage{0.5, 0.4, 0.3},
-			NetworkStats: NetworkStats{1.23, 0.45}, KernelVersion: "6.8.0-45-generic",
+			Filesystems:  []metrics.Filesystem{{MountPath: "/", UsedGB: 40.12, FreeGB: 59.88, TotalGB: 100, UsagePercent: 40.12}},
+			LoadAverage:  metrics.LoadAverage{OneMin: 0.5, FiveMin: 0.4, FifteenMin: 0.3},
+			NetworkStats: metrics.NetworkStats{InGB: 1.23, OutGB: 0.45}, KernelVersion: "6.8.0-45-generic",
 		},
 		OSInfo: "ubuntu", OSVersion: "24.04", OSType: "linux", PlatformFamily: "debian", Version: "0.1.0",
 		PrimaryIP: "10.0.0.5", KernelVersion: "6.8.0-45-generic", Arch: "x86_64", AllIPs: []string{"10.0.0.5", "fe80::1"},
@@ -250,28 +251,31 @@ func TestIngestMetrics(t *testing.T) {
 	require.Equal(t, "Bearer "+reg.AccessToken, r.Header.Get("Authorization"))
 	require.Empty(t, r.Header.Get("X-Agent-ID"))
 
-	// Figures the backend would refuse are sanitized before sending; the
-	// caller's value is left alone.
+	stored, ok := srv.LatestMetrics(reg.AgentID)
+	require.True(t, ok)
+	require.Equal(t, 12.5, stored.CPUPercent)
+
+	// Figures the backend would answer with a 500 (which the earlier
+	// agent retried forever) are refused before sending, and not
+	// retryable.
 	m := sampleMetrics()
 	m.SystemMetrics.CPUPercent = 150
 	m.SystemMetrics.LoadAverage.OneMin = -0.5
 	m.KernelVersion = strings.Repeat("6", 59)
-	require.NoError(t, c.IngestMetrics(ctx, m))
-	require.Equal(t, 150.0, m.SystemMetrics.CPUPercent)
-	stored, ok := srv.LatestMetrics(reg.AgentID)
-	require.True(t, ok)
-	require.Equal(t, 100.0, stored.CPUPercent)
-	require.Equal(t, 0.0, stored.LoadAvg1Min)
-	a, _ := srv.Agent(reg.AgentID)
-	require.Equal(t, strings.Repeat("6", 45), a.KernelVersion)
-
-	m.PlatformFamily = ""
 	n := srv.Count("ingest-metrics")
-	require.ErrorContains(t, c.IngestMetrics(ctx, m), "platform_family is required")
+	err := c.IngestMetrics(ctx, m)
+	var ve *metrics.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.ErrorContains(t, err, "cpu_percent")
+	require.ErrorContains(t, err, "kernel_version")
+	require.False(t, Retryable(err))
+	m = sampleMetrics()
+	m.PlatformFamily = ""
+	require.ErrorContains(t, c.IngestMetrics(ctx, m), "platform_family")
 	require.Equal(t, n, srv.Count("ingest-metrics"))
 
 	srv.Inject("ingest-metrics", nannyapitest.Fault{Status: 500, Body: `{"error":"failed to save metrics"}`, Times: 1})
-	err := c.IngestMetrics(ctx, sampleMetrics())
+	err = c.IngestMetrics(ctx, sampleMetrics())
 	e, ok := AsError(err)
 	require.True(t, ok)
 	require.Equal(t, 500, e.Status)
@@ -377,7 +381,7 @@ func TestTimeoutsHangsAndResets(t *testing.T) {
 	_, err = shortChat.Chat(ctx, turn)
 	require.ErrorAs(t, err, &te)
 	require.Equal(t, 300*time.Millisecond, te.Timeout)
-	require.ErrorContains(t, chat.IngestMetrics(ctx, nil), "no metrics")
+	require.ErrorContains(t, chat.IngestMetrics(ctx, metrics.Payload{}), "platform_family", "an empty payload is refused unsent")
 
 	// A long answer is refused rather than read whole.
 	small, err := New(Options{BaseURL: srv.URL, MaxResponseBytes: 64})
