@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nannyagent/nannyagent/internal/auth"
 	"github.com/nannyagent/nannyagent/internal/brain"
 	"github.com/nannyagent/nannyagent/internal/config"
 	"github.com/nannyagent/nannyagent/internal/sysinfo"
@@ -50,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *app {
-	a := &app{stdout: stdout, stderr: stderr, geteuid: defaultGeteuid, newEngine: newEngine}
+	a := &app{stdout: stdout, stderr: stderr, geteuid: defaultGeteuid, newEngine: newEngine, registration: registration}
 	a.collectFacts = a.defaultCollect
 	return a
 }
@@ -111,11 +112,13 @@ type app struct {
 	// Hooks, replaced by tests.
 	geteuid      func() int
 	newEngine    func(cfg *config.Config, choice engineChoice, log *zap.Logger) (brain.Engine, error)
+	registration func(cfg *config.Config, log *zap.Logger) (*auth.Manager, error)
 	collectFacts func(ctx context.Context, o sysinfo.Options) *sysinfo.Facts
 }
 
 func (a *app) rootCommand() *cobra.Command {
 	var legacy string
+	var daemonFlag bool
 	var f diagnoseFlags
 	root := &cobra.Command{
 		Use:   "nannyagent",
@@ -132,6 +135,7 @@ a resolution plan.
   nannyagent check                     what works on this kernel
   sudo nannyagent register             connect to NannyAPI (also: --register [--force])
   sudo nannyagent status               registration, backend, daemon (also: --status)
+  sudo nannyagent daemon               the NannyAPI agent service (also: --daemon)
 
 With no arguments and no terminal on stdin and stdout, nannyagent prints
 a usage hint and exits 2; it never reads investigations from a pipe.
@@ -151,6 +155,12 @@ docs/CONFIGURATION.md.`,
 			return a.setup(cmd)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if daemonFlag {
+				if f := cmd.Flags(); f.Changed("diagnose") || f.Changed("register") || f.Changed("status") || f.Changed("json") {
+					return usageErr(errors.New("--daemon goes alone (with the configuration flags), not with --diagnose, --register or --status"))
+				}
+				return a.runDaemon(cmd.Context())
+			}
 			if handled, err := a.legacyBackend(cmd); handled {
 				return err
 			}
@@ -170,6 +180,7 @@ docs/CONFIGURATION.md.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	root.Flags().BoolP("version", "v", false, "print the version and exit")
 	root.Flags().StringVar(&legacy, "diagnose", "", "investigate this issue and exit (the same as the diagnose command)")
+	root.Flags().BoolVar(&daemonFlag, "daemon", false, "run as the NannyAPI agent service (the same as the daemon command)")
 	f.register(root)
 	a.addLegacyBackendFlags(root)
 	a.addBackendFlags(root)
@@ -177,7 +188,7 @@ docs/CONFIGURATION.md.`,
 	pf.StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (a missing default file is fine; a missing file named here is an error)")
 	pf.BoolVar(&a.verbose, "verbose", false, "log what happens (feature probes, attach modes, engine requests) to stderr")
 	pf.BoolVar(&a.debug, "debug", false, "the same as --verbose (config key debug, environment DEBUG=1)")
-	root.AddCommand(a.traceCommand(), a.checkCommand(), a.diagnoseCommand(), a.registerCommand(), a.statusCommand())
+	root.AddCommand(a.traceCommand(), a.checkCommand(), a.diagnoseCommand(), a.registerCommand(), a.statusCommand(), a.daemonCommand())
 	return root
 }
 

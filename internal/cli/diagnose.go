@@ -9,7 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nannyagent/nannyagent/internal/auth"
 	"github.com/nannyagent/nannyagent/internal/brain"
+	brainapi "github.com/nannyagent/nannyagent/internal/brain/nannyapi"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/config"
 	"github.com/nannyagent/nannyagent/internal/diagnose"
@@ -53,7 +55,7 @@ type session struct {
 // entries against this kernel. Not being root is not an error: it says on
 // stderr what needs root and what still works.
 func (a *app) newSession(engineFlag string) (*session, error) {
-	choice, err := chooseEngine(a.cfg, engineFlag)
+	choice, err := chooseEngine(a.cfg, engineFlag, func() (*auth.Manager, error) { return a.registration(a.cfg, a.log) })
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +134,11 @@ document (the report: issue, engine, rounds with every command and trace,
 findings, resolution), and nothing else.
 
 The engine is chosen by --engine, else NANNYAGENT_AI_PROVIDER, else
-ai.provider in the config file; auto (the default) is the OpenAI-compatible
-endpoint when ai.base_url is set, else the offline engine.
+ai.provider in the config file; auto (the default) is NannyAPI when this
+host is registered (sudo nannyagent --register), else the OpenAI-compatible
+endpoint when ai.base_url is set, else the offline engine. With NannyAPI the
+investigation is created on the backend (the issue needs at least 10
+characters and 3 words) and recorded completed or failed at the end.
 
 Without root, traces are not run and commands run without the sandbox's
 read-only mount namespace; the investigation says so and goes on.
@@ -183,6 +188,11 @@ func (a *app) oneShot(ctx context.Context, issue string, f diagnoseFlags) error 
 	s, err := a.newSession(f.engine)
 	if err != nil {
 		return err
+	}
+	if s.choice.Provider == config.ProviderNannyAPI {
+		if err := brainapi.CheckIssue(issue); err != nil {
+			return usageErr(err)
+		}
 	}
 	rep, err := a.investigate(ctx, s, issue, !f.asJSON || isTerminal(a.stderr))
 	if rep != nil {
@@ -247,8 +257,34 @@ func (a *app) investigate(ctx context.Context, s *session, issue string, showPro
 	if pr != nil {
 		pr.done()
 	}
+	if rec, ok := s.engine.(*brainapi.Engine); ok {
+		a.recordOutcome(ctx, rec, rep, err, showProgress)
+	}
 	return rep, err
 }
+
+// recordOutcome records a NannyAPI investigation's end on the backend
+// (completed with the plan, or failed with the reason), also when it was
+// cancelled, within a bound of its own.
+func (a *app) recordOutcome(ctx context.Context, e *brainapi.Engine, rep *diagnose.Report, runErr error, show bool) {
+	id := e.InvestigationID()
+	if id == "" {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	u := brainapi.Outcome(rep, runErr)
+	if err := e.Finish(fctx, rep, runErr); err != nil {
+		fmt.Fprintf(a.stderr, "nannyagent: the outcome of investigation %s was not recorded on NannyAPI: %v\n", id, err)
+		return
+	}
+	if show {
+		fmt.Fprintf(a.stderr, "recorded on NannyAPI as investigation %s (%s)\n", id, u.Status)
+	}
+}
+
+// recordTimeout bounds recording an investigation's outcome.
+const recordTimeout = 30 * time.Second
 
 func factsSummary(f *sysinfo.Facts) string {
 	if f == nil {

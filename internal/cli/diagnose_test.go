@@ -254,7 +254,7 @@ func TestDiagnoseExitCodes(t *testing.T) {
 		{[]string{"diagnose", strings.Repeat("a", 9000)}, "", "nannyagent: the issue is 9000 bytes; describe it in at most 8192\n"},
 		{[]string{"diagnose", "--engine", "gpt", "disk full"}, "", `nannyagent: --engine "gpt": must be one of auto, offline, openai, nannyapi` + "\n"},
 		{[]string{"diagnose", "--engine", "nannyapi", "disk full"}, "",
-			"nannyagent: the NannyAPI engine is not available in this build: use --engine offline, or --engine openai with ai.base_url and ai.model set\n"},
+			"nannyagent: not registered (nannyapi_url is not set): run sudo nannyagent --register, or choose --engine offline, or --engine openai with ai.base_url and ai.model set\n"},
 		{[]string{"diagnose", "--engine", "openai", "disk full"}, "",
 			`nannyagent: ai.provider "openai" (from --engine): needs ai.base_url (an OpenAI-compatible endpoint such as http://127.0.0.1:11434/v1)` + "\n"},
 		{[]string{"diagnose", "disk full"}, "diagnose:\n  max_round: 3\n", `: line 2: unknown key "diagnose.max_round" (did you mean "diagnose.max_rounds"?)`},
@@ -288,7 +288,8 @@ func TestMissingExplicitConfig(t *testing.T) {
 }
 
 // Engine choice: --engine over NANNYAGENT_AI_PROVIDER over ai.provider;
-// auto is openai when an endpoint is configured, else offline.
+// auto (not registered) is openai when an endpoint is configured, else
+// offline.
 func TestEnginePrecedence(t *testing.T) {
 	endpoint := "ai:\n  provider: %s\n  base_url: http://127.0.0.1:9/v1\n  model: m\n"
 	cases := []struct {
@@ -296,12 +297,12 @@ func TestEnginePrecedence(t *testing.T) {
 		flag        []string
 		want        engineChoice
 	}{
-		{"", "", nil, engineChoice{"offline", "auto: no ai.base_url configured"}},
-		{strings.Replace(endpoint, "%s", "auto", 1), "", nil, engineChoice{"openai", "auto: ai.base_url is set"}},
-		{strings.Replace(endpoint, "%s", "offline", 1), "", nil, engineChoice{"offline", "chosen by ai.provider"}},
-		{strings.Replace(endpoint, "%s", "offline", 1), "openai", nil, engineChoice{"openai", "chosen by NANNYAGENT_AI_PROVIDER"}},
-		{strings.Replace(endpoint, "%s", "openai", 1), "openai", []string{"--engine", "offline"}, engineChoice{"offline", "chosen by --engine"}},
-		{strings.Replace(endpoint, "%s", "offline", 1), "", []string{"--engine", "auto"}, engineChoice{"openai", "auto: ai.base_url is set"}},
+		{"", "", nil, engineChoice{Provider: "offline", Why: "auto: no ai.base_url configured"}},
+		{strings.Replace(endpoint, "%s", "auto", 1), "", nil, engineChoice{Provider: "openai", Why: "auto: ai.base_url is set"}},
+		{strings.Replace(endpoint, "%s", "offline", 1), "", nil, engineChoice{Provider: "offline", Why: "chosen by ai.provider"}},
+		{strings.Replace(endpoint, "%s", "offline", 1), "openai", nil, engineChoice{Provider: "openai", Why: "chosen by NANNYAGENT_AI_PROVIDER"}},
+		{strings.Replace(endpoint, "%s", "openai", 1), "openai", []string{"--engine", "offline"}, engineChoice{Provider: "offline", Why: "chosen by --engine"}},
+		{strings.Replace(endpoint, "%s", "offline", 1), "", []string{"--engine", "auto"}, engineChoice{Provider: "openai", Why: "auto: ai.base_url is set"}},
 	}
 	for _, c := range cases {
 		t.Setenv("NANNYAGENT_AI_PROVIDER", c.env)
@@ -317,7 +318,7 @@ func TestEnginePrecedence(t *testing.T) {
 	h := newHarness(t, resolvedReply)
 	code, _, errOut := h.run(context.Background(), "diagnose", "disk is full")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "the NannyAPI engine is not available in this build")
+	assert.Contains(t, errOut, "not registered (nannyapi_url is not set): run sudo nannyagent --register")
 }
 
 // Not root: the investigation says what it cannot do, goes on, and

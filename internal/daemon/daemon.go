@@ -229,6 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// FinishTimeout, so a stop still reports what it cut short.
 	finish, finishCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer finishCancel()
+	defer d.o.Client.CloseIdleConnections()
 	d.finish = finish
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -162,6 +162,10 @@ func (c *Client) AgentID() string {
 	return c.agentID
 }
 
+// CloseIdleConnections closes the kept-alive connections, for a process
+// that is done with the backend.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // BaseURL is the backend's base URL.
 func (c *Client) BaseURL() string { return c.base.String() }
 

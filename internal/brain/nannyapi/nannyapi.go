@@ -383,13 +383,21 @@ func cutRunes(s string, n int) string {
 // Finish records the outcome on the backend (see Outcome), with the
 // same bounded retries as a turn. It does nothing when no investigation
 // was created. ctx should outlive the investigation's own: a cancelled
-// investigation is still recorded as failed.
+// investigation is still recorded as failed. An engine that created its
+// investigation creates a new one on its next turn (the next issue of
+// the interactive prompt).
 func (e *Engine) Finish(ctx context.Context, rep *diagnose.Report, runErr error) error {
 	id := e.InvestigationID()
 	if id == "" {
 		return nil
 	}
-	return e.Update(ctx, Outcome(rep, runErr))
+	err := e.Update(ctx, Outcome(rep, runErr))
+	if e.cfg.InvestigationID == "" {
+		e.mu.Lock()
+		e.id = ""
+		e.mu.Unlock()
+	}
+	return err
 }
 
 // Update PATCHes the investigation with bounded retries.
