@@ -14,7 +14,16 @@
  * before exec, they are read back from the task's saved registers and
  * sys_enter is not hooked at all: the first program an exec runs costs
  * ~300 ns here even when it does nothing. Otherwise sys_enter keeps them
- * (at_entry), and sched_process_exec and sys_exit report only what it kept. */
+ * (at_entry), and sched_process_exec and sys_exit report only what it kept.
+ *
+ * The comm filter means the program being started, as execsnoop's --name
+ * does, not the caller: a shell or supervisor starting webapp has its own
+ * name until the exec. So it is decided after the exec: at
+ * sched_process_exec on the new image's comm, and for a failed exec (which
+ * started nothing) on the comm the kernel would have given it, the first
+ * 15 bytes of the asked filename's basename; when the filename cannot be
+ * read, on the caller's comm. pid, tid, uid and cgroup stay the caller's
+ * and are decided at entry. */
 #include "common/common.bpf.h"
 #include "common/filter.bpf.h"
 #include "common/events.bpf.h"
@@ -123,9 +132,25 @@ static __always_inline void emit_event(void *ctx, struct exec_event *e, __u64 us
 	emit(ctx, e, offsetof(struct exec_event, data) + used);
 }
 
+/* filter_current without the comm filter, which is decided after the exec. */
+static __always_inline bool filter_caller(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (targ_tgid && (__u32)(id >> 32) != targ_tgid)
+		return false;
+	if (targ_tid && (__u32)id != targ_tid)
+		return false;
+	if (targ_uid != INVALID_UID && (__u32)bpf_get_current_uid_gid() != targ_uid)
+		return false;
+	if (targ_cgroup && bpf_get_current_cgroup_id() != targ_cgroup)
+		return false;
+	return true;
+}
+
 static __always_inline int on_enter(const char *filename, const char *const *argv)
 {
-	if (!filter_current())
+	if (!filter_caller())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending_exec *p = slot(tid);
@@ -157,6 +182,8 @@ int tp_sched_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!e)
 		return 0;
 	fill_header(e, 0);
+	if (filter_comm && !comm_matches(e->comm))
+		return 0; /* comm is the new program's here */
 	/* __data_loc is (length << 16 | offset), the length counting the NUL:
 	 * one bounded copy instead of a byte-by-byte string copy. */
 	__u32 loc = ctx->__data_loc_filename;
@@ -222,6 +249,31 @@ static __always_inline bool failed_args(bool execveat, const char **filename, co
 	return true;
 }
 
+/* The comm filter for a failed exec: the name the kernel gives a new
+ * program (the basename of the filename, cut to 15 bytes), when the
+ * filename read into e->data as a non-empty string; else the caller's
+ * comm. The basename is copied again from the user's string: as an offset
+ * into a map value, base would have to be tracked exactly by the verifier,
+ * one state per value through all that follows (too many instructions);
+ * added to a user address it is an untracked number. */
+static __always_inline bool failed_comm_matches(struct exec_event *e, const char *filename, bool have_filename)
+{
+	if (!have_filename)
+		return comm_matches(e->comm);
+	__u32 base = 0;
+	for (__u32 i = 0; i < FILENAME_LEN; i++) {
+		char c = e->data[i];
+		if (!c)
+			break;
+		if (c == '/')
+			base = i + 1;
+	}
+	char name[TASK_COMM_LEN] = {};
+	if (bpf_probe_read_user_str(name, sizeof(name), filename + base) < 0)
+		return false;
+	return comm_matches(name);
+}
+
 static __always_inline int on_exit(void *ctx, long ret, bool execveat)
 {
 	/* A success was reported by sched_process_exec, which freed its slot. */
@@ -241,6 +293,8 @@ static __always_inline int on_exit(void *ctx, long ret, bool execveat)
 	if (fsize > FILENAME_LEN)
 		fsize = FILENAME_LEN;
 	e->filename_size = fsize;
+	if (filter_comm && !failed_comm_matches(e, filename, n > 1))
+		return 0;
 	char *args = e->data + fsize;
 	__u64 size = 0;
 	#pragma unroll

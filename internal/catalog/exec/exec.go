@@ -20,7 +20,7 @@ import (
 var Info = catalog.Info{
 	Name:        "exec",
 	Answers:     "what is being started",
-	Reports:     "pid, ppid, uid, comm, filename, argv (bounded), return value; counts by comm; failed execs",
+	Reports:     "pid, ppid, uid, comm, filename, argv (bounded), return value; counts by comm; failed execs. The comm filter is on the program started (execsnoop --name): a successful exec by its new comm, a failed one by its filename's basename cut to 15 characters (the caller's comm when the filename is unreadable); pid, tid, uid and cgroup filter the caller",
 	Aliases:     []string{"execsnoop", "exec", "execve", "process_exec", "new_processes"},
 	Tracepoints: []string{"syscalls:sys_enter_execve", "syscalls:sys_exit_execve", "syscalls:sys_enter_execveat", "syscalls:sys_exit_execveat", "sched:sched_process_exec"},
 	Functions:   []string{"execve", "do_execve", "do_execveat_common", "bprm_execve", "__x64_sys_execve", "__arm64_sys_execve"},
@@ -179,12 +179,13 @@ var observe func(Event)
 
 // keepAtEntry tells whether sys_enter must keep each exec's pointers
 // (bpf/exec.bpf.c): when a filter has to see the caller before exec (its
-// comm, uid, cgroup, pid), or when the kernel cannot read a failed exec's
-// arguments back from its saved registers at exit. Otherwise the sys_enter
-// programs are neither loaded nor attached.
+// pid, tid, uid, cgroup), or when the kernel cannot read a failed exec's
+// arguments back from its saved registers at exit. The comm filter is on
+// the program started, decided after the exec, so it needs no entry hook.
+// Otherwise the sys_enter programs are neither loaded nor attached.
 func keepAtEntry(k *catalog.Kernel, p catalog.Params) bool {
 	for _, f := range p.Set() {
-		if f != catalog.FilterFailed {
+		if f != catalog.FilterFailed && f != catalog.FilterComm {
 			return true
 		}
 	}
@@ -277,8 +278,13 @@ func (a *aggregate) add(ev Event) {
 	if ev.Ret < 0 {
 		a.failed++
 		a.failures[failKey{ev.Filename, -ev.Ret}]++
-		// A failed exec keeps the caller's comm: count the program asked for.
-		a.byComm[baseName(ev.Filename)]++
+		// A failed exec keeps the caller's comm: count the program asked
+		// for, as the comm filter does (bpf/exec.bpf.c).
+		name := ev.Comm
+		if ev.Filename != "" {
+			name = baseName(ev.Filename)
+		}
+		a.byComm[name]++
 	} else {
 		a.byComm[ev.Comm]++
 	}

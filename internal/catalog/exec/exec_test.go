@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,9 @@ func TestMain(m *testing.M) {
 		code := make(chan int)
 		go func() { code <- execveatHelper(spec) }()
 		os.Exit(<-code)
+	}
+	if spec := os.Getenv(commEnv); spec != "" {
+		os.Exit(commParent(spec))
 	}
 	os.Exit(m.Run())
 }
@@ -94,17 +98,16 @@ func TestExecCountsExactly(t *testing.T) {
 	missing := filepath.Join(dir, "nanny-missing")
 
 	const ok, failed = 100, 7
-	// Before exec a child has this test's comm: the filter keeps exactly
-	// this test's execs, whatever else the machine runs.
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: catalogtest.SelfComm(t)}, func() {
+	// Unique names: nothing else the machine runs can change the counts.
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(bin, "arg1", "two words").Run()) })
 		catalogtest.Repeat(failed, func() { require.Error(t, exec.Command(missing).Run()) })
 	})
 	require.Zero(t, res.Lost)
 	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], "nanny-exec-ok", 1))
+	assert.Equal(t, uint64(failed), cell(t, res.Tables[0], "nanny-missing", 1), "a failed exec counts as the program asked for")
 	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
 	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missing)[1])
-	assert.Equal(t, uint64(ok+failed), res.Events)
 	// Samples carry the argv.
 	var sawArgv bool
 	for _, r := range res.Samples.Rows {
@@ -121,17 +124,110 @@ func TestExecCountsExactly(t *testing.T) {
 
 func TestExecFiltersFailedAndComm(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	missing := filepath.Join(t.TempDir(), "nanny-missing2")
-	// Before exec a child still has the test binary's comm: filtering on it
-	// keeps the test's own execs, and failed-only keeps the 3 failures.
-	comm, err := os.ReadFile("/proc/self/comm")
+	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{FailedOnly: true, Comm: strings.TrimSpace(string(comm))}, func() {
-		catalogtest.Repeat(5, func() { require.NoError(t, exec.Command("true").Run()) })
+	const name = "nanny-fail-comm"
+	bin := catalogtest.CopyBinary(t, truePath, name)
+	missing := filepath.Join(t.TempDir(), name)
+	// Failed-only with a comm keeps the failures of that program alone.
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{FailedOnly: true, Comm: name}, func() {
+		catalogtest.Repeat(5, func() { require.NoError(t, exec.Command(bin).Run()) })
 		catalogtest.Repeat(3, func() { require.Error(t, exec.Command(missing).Run()) })
 	})
 	assert.Equal(t, uint64(3), res.Events)
 	assert.Equal(t, uint64(3), cell(t, res.Tables[1], missing, 2))
+}
+
+// commEnv turns the test binary into a parent named by the kernel after
+// the copy it runs from: "n|path" execs path n times, waiting for each.
+const commEnv = "NANNY_COMM_PARENT"
+
+func commParent(spec string) int {
+	n, path, ok := strings.Cut(spec, "|")
+	if !ok {
+		return 100
+	}
+	count, err := strconv.Atoi(n)
+	if err != nil {
+		return 100
+	}
+	for i := 0; i < count; i++ {
+		_ = exec.Command(path).Run() // a missing path fails, as asked
+	}
+	return 0
+}
+
+// The comm filter is on the program started, whatever its parent is
+// called: a parent with another comm starting the named binary is kept, a
+// parent with the filter's comm starting another binary is not, and a
+// failed exec counts by the basename of the path asked for. In both ways
+// of finding a failed exec's arguments.
+func TestExecCommIsTheProgramStarted(t *testing.T) {
+	catalogtest.Kernel(t)
+	truePath, err := exec.LookPath("true")
+	require.NoError(t, err)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	const name, other = "nanny-comm-tgt", "nanny-comm-oth"
+	target := catalogtest.CopyBinary(t, truePath, name)
+	otherBin := catalogtest.CopyBinary(t, truePath, other)
+	// A parent that has the filter's comm: the test binary copied under it.
+	namedParent := catalogtest.CopyBinary(t, self, name)
+	missing := filepath.Join(t.TempDir(), name)
+	missingOther := filepath.Join(t.TempDir(), other)
+	parent := func(path, spec string) {
+		cmd := exec.Command(path, "-test.run=^$")
+		cmd.Env = append(os.Environ(), commEnv+"="+spec)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+	}
+	for _, mode := range []struct {
+		name    string
+		atEntry bool
+	}{{"registers at exit", false}, {"pointers at entry", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			k := catalog.NewKernel(nil)
+			if mode.atEntry {
+				k.Disable[catalog.FeatureTaskPtRegs] = true
+			} else if !k.Have(catalog.FeatureTaskPtRegs) {
+				t.Skipf("no bpf_task_pt_regs here (5.15+): %s", k.Feature(catalog.FeatureTaskPtRegs).Detail)
+			}
+			require.Equal(t, mode.atEntry, keepAtEntry(k, catalog.Params{Comm: name}))
+			var mu sync.Mutex
+			var got []Event
+			observe = func(ev Event) {
+				mu.Lock()
+				got = append(got, ev)
+				mu.Unlock()
+			}
+			defer func() { observe = nil }()
+
+			const ok, failed, otherOK, otherFailed = 12, 5, 4, 3
+			res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
+				// Parents named after the test binary, not the filter.
+				parent(self, strconv.Itoa(ok)+"|"+target)
+				parent(self, strconv.Itoa(failed)+"|"+missing)
+				// A parent named as the filter, starting other programs;
+				// only its own start (the parent's exec) matches.
+				parent(namedParent, strconv.Itoa(otherOK)+"|"+otherBin)
+				parent(namedParent, strconv.Itoa(otherFailed)+"|"+missingOther)
+			})
+			require.Zero(t, res.Lost)
+			mu.Lock()
+			defer mu.Unlock()
+			counts := map[string]int{}
+			for _, ev := range got {
+				counts[ev.Filename]++
+				if ev.Ret == 0 {
+					assert.Equal(t, name, ev.Comm, ev.Filename)
+				}
+			}
+			assert.Equal(t, map[string]int{target: ok, missing: failed, namedParent: 2}, counts)
+			assert.Equal(t, uint64(ok+failed+2), res.Events)
+			assert.Equal(t, uint64(ok+failed+2), cell(t, res.Tables[0], name, 1))
+			assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
+		})
+	}
 }
 
 func TestValidateRejectsUnsupportedFilter(t *testing.T) {
@@ -238,12 +334,14 @@ func TestExecPerfBufferFallback(t *testing.T) {
 func TestKeepAtEntry(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	uid := uint32(0)
-	for _, p := range []catalog.Params{{PID: 1}, {TID: 1}, {UID: &uid}, {Comm: "x"}, {Cgroup: "/"}, {Comm: "x", FailedOnly: true}} {
+	for _, p := range []catalog.Params{{PID: 1}, {TID: 1}, {UID: &uid}, {Cgroup: "/"}, {PID: 1, Comm: "x"}} {
 		assert.True(t, keepAtEntry(k, p), "%+v", p)
 	}
 	regs := k.Have(catalog.FeatureTaskPtRegs)
-	assert.Equal(t, !regs, keepAtEntry(k, catalog.Params{}))
-	assert.Equal(t, !regs, keepAtEntry(k, catalog.Params{FailedOnly: true}))
+	// The comm filter is decided after the exec: no entry hook for it.
+	for _, p := range []catalog.Params{{}, {FailedOnly: true}, {Comm: "x"}, {Comm: "x", FailedOnly: true}} {
+		assert.Equal(t, !regs, keepAtEntry(k, p), "%+v", p)
+	}
 	off := catalog.NewKernel(nil)
 	off.Disable[catalog.FeatureTaskPtRegs] = true
 	assert.True(t, keepAtEntry(off, catalog.Params{}))
