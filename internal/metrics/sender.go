@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nannyagent/nannyagent/internal/backoff"
 	"go.uber.org/zap"
 
 	"github.com/nannyagent/nannyagent/internal/config"
@@ -131,7 +132,10 @@ type Status struct {
 // between the reboot's acknowledgement and the reboot would make the
 // backend mark the reboot completed early).
 type Sender struct {
-	interval, initialRetry, maxRetry time.Duration
+	interval time.Duration
+	// retry is the delay after each failed attempt of an outage: no
+	// jitter, since one agent's metrics are one request per interval.
+	retry backoff.Backoff
 
 	collect  CollectFunc
 	send     SendFunc
@@ -173,7 +177,7 @@ func NewSender(opts SenderOptions) (*Sender, error) {
 		opts.Clock = realClock{}
 	}
 	return &Sender{
-		interval: opts.Interval, initialRetry: opts.InitialRetry, maxRetry: opts.MaxRetry,
+		interval: opts.Interval, retry: backoff.Backoff{Initial: opts.InitialRetry, Max: opts.MaxRetry},
 		collect: opts.Collect, send: opts.Send, log: opts.Logger.Named("metrics"),
 		clock: opts.Clock, onStatus: opts.OnStatus,
 		wake: make(chan struct{}, 1),
@@ -299,7 +303,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		nextTick = s.clock.Now() // the first collection is at start
 		latest   *Payload        // the payload waiting for a retry
 		retryAt  time.Time
-		backoff  time.Duration
+		wait     time.Duration // the current retry delay
 		failing  bool
 		since    time.Time // first failure of the outage
 		attempts int       // failed attempts of the outage
@@ -391,11 +395,11 @@ func (s *Sender) Run(ctx context.Context) error {
 			switch s.attempt(ctx, p) {
 			case failed:
 				failing, since, attempts, skipped = true, now, 1, 0
-				latest, backoff = &p, s.initialRetry
-				retryAt = s.clock.Now().Add(backoff) // after the failed send, however long it took
+				latest, wait = &p, s.retry.Delay(0)
+				retryAt = s.clock.Now().Add(wait) // after the failed send, however long it took
 				s.update(func(st *Status) { st.Unreachable, st.Since, st.NextRetry = true, since, retryAt })
 				s.log.Warn("metrics not delivered; keeping the latest sample and retrying",
-					zap.String("error", s.Status().LastError), zap.Duration("retry_in", backoff))
+					zap.String("error", s.Status().LastError), zap.Duration("retry_in", wait))
 			}
 			continue
 		}
@@ -408,11 +412,11 @@ func (s *Sender) Run(ctx context.Context) error {
 				endOutage(s.clock.Now(), "refused")
 			case failed:
 				attempts++
-				backoff = min(2*backoff, s.maxRetry)
-				retryAt = s.clock.Now().Add(backoff)
+				wait = s.retry.Delay(attempts - 1)
+				retryAt = s.clock.Now().Add(wait)
 				s.update(func(st *Status) { st.NextRetry = retryAt })
 				s.log.Debug("metrics retry failed", zap.Int("attempt", attempts),
-					zap.String("error", s.Status().LastError), zap.Duration("retry_in", backoff))
+					zap.String("error", s.Status().LastError), zap.Duration("retry_in", wait))
 			}
 		}
 	}

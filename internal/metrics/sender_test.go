@@ -581,8 +581,8 @@ func TestSenderOptions(t *testing.T) {
 		Send: func(context.Context, Payload) error { return nil }, MaxRetry: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, DefaultInterval, s.interval)
-	require.Equal(t, DefaultInitialRetry, s.initialRetry)
-	require.Equal(t, DefaultMaxRetry, s.maxRetry, "a maximum below the initial delay is not a maximum")
+	require.Equal(t, DefaultInitialRetry, s.retry.Initial)
+	require.Equal(t, DefaultMaxRetry, s.retry.Max, "a maximum below the initial delay is not a maximum")
 
 	cfg := config.Defaults()
 	cfg.MetricsInterval, cfg.HTTPTransport.InitialRetryDelaySec, cfg.HTTPTransport.MaxRetryDelaySec = 5, 2, 9

@@ -67,8 +67,7 @@ func TestRetryable(t *testing.T) {
 }
 
 func TestBackoffDelay(t *testing.T) {
-	mid := func() float64 { return 0.5 } // no jitter
-	b := Backoff{Initial: time.Second, Max: 10 * time.Second, Rand: mid}
+	b := Backoff{Initial: time.Second, Max: 10 * time.Second}
 	var got []time.Duration
 	for n := range 6 {
 		got = append(got, b.Delay(n))
@@ -79,13 +78,14 @@ func TestBackoffDelay(t *testing.T) {
 	low := Backoff{Initial: time.Second, Max: 10 * time.Second, Jitter: 0.25, Rand: func() float64 { return 0 }}
 	require.Equal(t, 750*time.Millisecond, low.Delay(0))
 	high := Backoff{Initial: time.Second, Max: 10 * time.Second, Jitter: 0.25, Rand: func() float64 { return 0.999999 }}
-	require.InDelta(t, float64(1250*time.Millisecond), float64(high.Delay(0)), float64(time.Millisecond))
-	require.Equal(t, 10*time.Second, high.Delay(5), "jitter never exceeds Max")
+	require.InDelta(t, float64(time.Second), float64(high.Delay(0)), float64(time.Millisecond))
+	require.LessOrEqual(t, high.Delay(5), 10*time.Second, "jitter never exceeds Max")
+	require.Equal(t, 7500*time.Millisecond, low.Delay(5))
 
 	cfg := BackoffFromConfig(config.Defaults().HTTPTransport)
-	cfg.Rand = mid
-	require.Equal(t, 30*time.Second, cfg.Delay(0))
-	require.Equal(t, 1800*time.Second, cfg.Delay(10))
+	cfg.Rand = func() float64 { return 0.5 }
+	require.Equal(t, 22500*time.Millisecond, cfg.Delay(0), "between half and all of 30 s")
+	require.Equal(t, 1350*time.Second, cfg.Delay(10))
 }
 
 func TestBackoffRetry(t *testing.T) {
@@ -97,7 +97,7 @@ func TestBackoffRetry(t *testing.T) {
 		OnRetry: func(n int, _ error, _ time.Duration) { heard = append(heard, n) },
 	}
 	calls := 0
-	err := b.Retry(context.Background(), func(context.Context) error {
+	err := Retry(context.Background(), b, func(context.Context) error {
 		calls++
 		if calls < 5 {
 			return &Error{Status: 503}
@@ -110,13 +110,13 @@ func TestBackoffRetry(t *testing.T) {
 	require.Equal(t, []int{1, 2, 3, 4}, heard)
 
 	calls = 0
-	err = b.Retry(context.Background(), func(context.Context) error { calls++; return &Error{Status: 400, Message: "nope"} })
+	err = Retry(context.Background(), b, func(context.Context) error { calls++; return &Error{Status: 400, Message: "nope"} })
 	require.Equal(t, 1, calls)
 	require.Equal(t, "nope", err.(*Error).Message)
 
 	calls = 0
 	b.MaxAttempts = 3
-	err = b.Retry(context.Background(), func(context.Context) error { calls++; return &TransportError{Op: "x", Err: errors.New("refused")} })
+	err = Retry(context.Background(), b, func(context.Context) error { calls++; return &TransportError{Op: "x", Err: errors.New("refused")} })
 	require.Equal(t, 3, calls)
 	var te *TransportError
 	require.ErrorAs(t, err, &te)
@@ -125,7 +125,7 @@ func TestBackoffRetry(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b = Backoff{Initial: time.Hour}
 	calls = 0
-	err = b.Retry(ctx, func(context.Context) error {
+	err = Retry(ctx, b, func(context.Context) error {
 		calls++
 		cancel()
 		return &Error{Status: 500}
@@ -145,7 +145,7 @@ func TestBackoffAgainstServer(t *testing.T) {
 	var waits int
 	b := Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond, MaxAttempts: 5,
 		OnRetry: func(int, error, time.Duration) { waits++ }}
-	require.NoError(t, b.Retry(testCtx(t), func(ctx context.Context) error { return c.IngestMetrics(ctx, sampleMetrics()) }))
+	require.NoError(t, Retry(testCtx(t), b, func(ctx context.Context) error { return c.IngestMetrics(ctx, sampleMetrics()) }))
 	require.Equal(t, 2, waits)
 	require.Equal(t, 3, srv.Count("ingest-metrics"))
 	a, _ := srv.Agent(reg.AgentID)

@@ -162,7 +162,14 @@ func New(o Options) (*Client, error) {
 	if o.Dedup == nil {
 		o.Dedup = NewDedup(0)
 	}
-	o.Backoff = o.Backoff.withDefaults()
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	if o.Backoff.Jitter == 0 {
+		o.Backoff.Jitter = 0.5
+	}
+	o.Backoff.Rand = o.Rand
+	o.Backoff = o.Backoff.WithDefaults()
 	o.Limits = o.Limits.withDefaults()
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -181,9 +188,6 @@ func New(o Options) (*Client, error) {
 	}
 	if o.Sleep == nil {
 		o.Sleep = sleep
-	}
-	if o.Rand == nil {
-		o.Rand = rand.Float64
 	}
 	c.o = o
 	c.log = o.Logger.Named("realtime")
@@ -250,7 +254,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Info("backend refused the agent token; retrying with a fresh one", zap.Error(res.err))
 			continue
 		}
-		d := c.o.Backoff.Delay(attempt, c.o.Rand())
+		d := c.o.Backoff.Delay(attempt)
 		attempt++
 		c.count(func(s *Stats) { s.Failures++; s.LastError = res.err.Error() })
 		c.log.Warn("realtime stream failed; retrying", zap.Error(res.err), zap.Duration("delay", d), zap.Int("attempt", attempt))
@@ -461,7 +465,7 @@ func (c *Client) catchup(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		d := c.o.Backoff.Delay(attempt, c.o.Rand())
+		d := c.o.Backoff.Delay(attempt)
 		c.log.Warn("catch-up failed; retrying", zap.Error(err), zap.Duration("delay", d))
 		if c.o.Sleep(ctx, d) != nil {
 			return

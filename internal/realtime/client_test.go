@@ -297,11 +297,13 @@ func TestBackoffGrowsIsBoundedAndResets(t *testing.T) {
 }
 
 func TestBackoffDelays(t *testing.T) {
-	b := Backoff{Initial: 30 * time.Second, Max: 30 * time.Minute}
+	at := func(u float64) Backoff {
+		return Backoff{Initial: 30 * time.Second, Max: 30 * time.Minute, Jitter: 0.5, Rand: func() float64 { return u }}
+	}
 	var lo, hi []time.Duration
 	for n := 0; n < 10; n++ {
-		lo = append(lo, b.Delay(n, 0))
-		hi = append(hi, b.Delay(n, 0.999999999))
+		lo = append(lo, at(0).Delay(n))
+		hi = append(hi, at(0.999999999).Delay(n))
 	}
 	m := time.Minute
 	require.Equal(t, []time.Duration{15 * time.Second, 30 * time.Second, m, 2 * m, 4 * m, 8 * m, 15 * m, 15 * m, 15 * m, 15 * m}, lo)
@@ -309,11 +311,15 @@ func TestBackoffDelays(t *testing.T) {
 		require.LessOrEqual(t, d, 30*m)
 		require.Greater(t, d, lo[n])
 	}
-	require.Equal(t, 15*m, b.Delay(1000, 0), "no overflow far out")
-	require.LessOrEqual(t, b.Delay(1000, 1-1e-15), 30*m)
-	require.Equal(t, 15*time.Second, b.Delay(0, 1.5), "an out-of-range random number counts as 0")
-	require.Equal(t, Backoff{Initial: 30 * time.Second, Max: 1800 * time.Second}, BackoffFromConfig(configDefaults()))
-	require.Equal(t, 15*time.Second, Backoff{}.Delay(0, 0), "zero means the config defaults")
+	require.Equal(t, 15*m, at(0).Delay(1000), "no overflow far out")
+	require.LessOrEqual(t, at(1-1e-15).Delay(1000), 30*m)
+	require.Equal(t, 15*time.Second, at(1.5).Delay(0), "an out-of-range random number counts as 0")
+	require.Equal(t, Backoff{Initial: 30 * time.Second, Max: 1800 * time.Second, Jitter: 0.5}, BackoffFromConfig(configDefaults()))
+	require.Equal(t, 30*time.Second, Backoff{}.Delay(0), "zero means the config defaults")
+	// The client takes a zero Jitter as half to all of each delay.
+	c, err := New(Options{BaseURL: "http://127.0.0.1:1", Tokens: &fakeTokens{}, Handler: func(context.Context, Event) {}, Rand: func() float64 { return 0 }})
+	require.NoError(t, err)
+	require.Equal(t, 15*time.Second, c.o.Backoff.Delay(0))
 }
 
 func TestRefusedTokenIsInvalidatedAndRetriedOnce(t *testing.T) {
