@@ -139,9 +139,11 @@ type Daemon struct {
 	ops    chan realtime.Event
 	finish context.Context
 
-	mu      sync.Mutex
-	stats   Stats
-	started *idSet
+	mu    sync.Mutex
+	stats Stats
+	// started remembers the investigations taken, so that none runs
+	// twice.
+	started *realtime.Dedup
 	running map[string]context.CancelFunc
 }
 
@@ -176,7 +178,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{
 		o: o, log: o.Logger, cfg: o.Config, dedup: realtime.NewDedup(0),
 		jobs: make(chan job, queueSize), ops: make(chan realtime.Event, opsQueueSize),
-		started: newIDSet(maxRemembered), running: map[string]context.CancelFunc{},
+		started: realtime.NewDedup(maxRemembered), running: map[string]context.CancelFunc{},
 	}
 	if d.o.Patches == nil {
 		d.o.Patches = unhandled{d.log.Named("patches")}

@@ -1,13 +1,11 @@
 package daemon
 
 import (
-	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	brainapi "github.com/nannyagent/nannyagent/internal/brain/nannyapi"
@@ -23,6 +21,12 @@ import (
 // maxRemembered bounds the investigation IDs remembered as run: far more
 // than a host is given in the daemon's lifetime, and a bound all the same.
 const maxRemembered = 100000
+
+// runKey names an investigation in the set of those taken, whatever
+// delivery (event or catch-up, create or update) brought it.
+func runKey(id string) realtime.Key {
+	return realtime.NewKey(nannyapi.CollectionInvestigations, id, "run", "")
+}
 
 // catchUps are the records a reconnected agent may have missed (§2.11).
 var catchUps = []struct{ collection, filter string }{
@@ -103,7 +107,8 @@ func (d *Daemon) onInvestigation(ev realtime.Event) {
 		log.Debug("own investigation skipped")
 		return
 	}
-	if !d.started.add(rec.ID) {
+	taken := runKey(rec.ID)
+	if !d.started.Add(taken) {
 		d.count(func(s *Stats) { s.SkippedSeen++ })
 		log.Debug("investigation already taken")
 		return
@@ -115,7 +120,7 @@ func (d *Daemon) onInvestigation(ev realtime.Event) {
 	default:
 		// It stays pending on the backend; forgetting it lets the next
 		// catch-up offer it again.
-		d.started.remove(rec.ID)
+		d.started.Forget(taken)
 		d.dedup.Forget(ev.Key)
 		d.count(func(s *Stats) { s.Dropped++ })
 		log.Warn("investigation queue full; left pending for a later catch-up", zap.Int("queued", len(d.jobs)))
@@ -281,43 +286,5 @@ func (d *Daemon) diagnoseOptions(ctx context.Context, eng *brainapi.Engine, log 
 		MaxRounds: dc.MaxRounds, MaxWall: time.Duration(dc.MaxWallSec) * time.Second,
 		RoundBudget: time.Duration(dc.RoundBudgetSec) * time.Second, ContextBytes: dc.ContextBytes,
 		Exec: exec, Redact: redact.String, Log: log.Named("diagnose"),
-	}
-}
-
-// idSet remembers up to n IDs, forgetting the oldest first. The
-// realtime handler and catch-up use it from two goroutines.
-type idSet struct {
-	mu    sync.Mutex
-	n     int
-	order *list.List
-	index map[string]*list.Element
-}
-
-func newIDSet(n int) *idSet {
-	return &idSet{n: n, order: list.New(), index: map[string]*list.Element{}}
-}
-
-// add records id and reports whether it is new.
-func (s *idSet) add(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.index[id]; ok {
-		return false
-	}
-	if s.order.Len() >= s.n {
-		old := s.order.Back()
-		s.order.Remove(old)
-		delete(s.index, old.Value.(string))
-	}
-	s.index[id] = s.order.PushFront(id)
-	return true
-}
-
-func (s *idSet) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.index[id]; ok {
-		s.order.Remove(e)
-		delete(s.index, id)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/nannyagent/nannyagent/internal/backoff"
 	"github.com/nannyagent/nannyagent/internal/version"
 )
 
@@ -94,7 +95,7 @@ func (o Options) withDefaults() Options {
 		o.Machine = unameMachine
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleepCtx
+		o.Sleep = backoff.Sleep
 	}
 	return o
 }
@@ -665,15 +666,4 @@ func unameMachine() string {
 		return unix.ByteSliceToString(u.Machine[:])
 	}
 	return runtime.GOARCH
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/nannyagent/nannyagent/internal/backoff"
 	"go.uber.org/zap"
 )
 
@@ -187,22 +188,11 @@ func New(o Options) (*Client, error) {
 		o.Now = time.Now
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleep
+		o.Sleep = backoff.Sleep
 	}
 	c.o = o
 	c.log = o.Logger.Named("realtime")
 	return c, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Dedup is the window the client filters deliveries through, for the
