@@ -5,9 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +189,74 @@ func TestDaemonRefusals(t *testing.T) {
 	assert.Contains(t, errOut, "--daemon goes alone")
 	code, _, errOut = h.run("daemon", "extra")
 	assert.Equal(t, 2, code, errOut)
+}
+
+// mainArgsEnv makes the test binary run the command line with these
+// arguments (JSON) instead of the tests: a real process to signal.
+const mainArgsEnv = "NANNYAGENT_TEST_MAIN_ARGS"
+
+func runMainIfRequested() {
+	raw := os.Getenv(mainArgsEnv)
+	if raw == "" {
+		return
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "bad", mainArgsEnv, err)
+		os.Exit(2)
+	}
+	os.Exit(Main(args))
+}
+
+// TestDaemonSIGTERM: the daemon as a real process, under a notify socket
+// as systemd runs it, stops on SIGTERM within 10 s with exit status 0,
+// after READY=1 and before it, STOPPING=1.
+func TestDaemonSIGTERM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the daemon needs root")
+	}
+	h, _ := registeredBackend(t, openaitest.Reply(nannyResolution))
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	require.NoError(t, err)
+	defer nc.Close()
+	args, _ := json.Marshal([]string{"--config", h.config, "--api-url", h.srv.URL, "--token-path", h.tokenPath, "--daemon"})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mainArgsEnv+"="+string(args), "NOTIFY_SOCKET="+sock)
+	var errb lockedBuffer
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill() }()
+
+	read := func() string {
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(time.Minute)))
+		buf := make([]byte, 512)
+		n, err := nc.Read(buf)
+		require.NoError(t, err, errb.String())
+		return string(buf[:n])
+	}
+	require.Equal(t, "READY=1\nSTATUS=running", read())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, h.srv.WaitSubscribed(ctx, h.srv.Agents()[0], 1), errb.String())
+
+	sent := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "exit status 0; log:\n%s", errb.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("no exit after SIGTERM; log:\n%s", errb.String())
+	}
+	took := time.Since(sent)
+	require.Less(t, took, 10*time.Second)
+	require.Equal(t, "STOPPING=1", read())
+	assert.Contains(t, errb.String(), `"msg":"daemon stopped"`)
+	st, err := auth.ReadState(h.tokenPath)
+	require.NoError(t, err)
+	assert.False(t, st.Running())
+	assert.False(t, st.StoppedAt.IsZero())
+	t.Logf("stopped %s after SIGTERM", took.Round(time.Millisecond))
 }

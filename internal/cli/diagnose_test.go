@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 	// Commands of investigations run in the sandbox, which re-executes
 	// the test binary.
 	safeexec.EnterSandboxIfRequested()
+	runMainIfRequested()
 	os.Exit(m.Run())
 }
 
