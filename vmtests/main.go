@@ -42,6 +42,7 @@ var fallbackPkgs = map[string]string{
 // notInGuests are test packages the guests cannot run, with why.
 var notInGuests = map[string]string{
 	"bpftrace": "needs the bpftrace binary and its libraries, which the initramfs does not carry",
+	"cli":      "end-to-end tests of the agent that build it with the go tool, drive it on pseudo-terminals and expect this machine's Landlock; the BPF they load is the catalog entries'",
 }
 
 // guestEnv is extra environment per package inside guests only: the
