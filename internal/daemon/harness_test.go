@@ -208,11 +208,12 @@ func (e *env) record(id string) map[string]any {
 	return rec
 }
 
-// patches are the PATCH requests for one investigation.
+// patches are the PATCH requests for one investigation the backend
+// has answered (a request is recorded as it arrives).
 func (e *env) patches(id string) []map[string]any {
 	var out []map[string]any
 	for _, r := range e.srv.RequestsFor("PATCH /api/investigations") {
-		if r.Query != "id="+id {
+		if r.Query != "id="+id || r.Status == 0 {
 			continue
 		}
 		var m map[string]any

@@ -58,11 +58,10 @@ func TestOperationsDispatched(t *testing.T) {
 	e.waitUntil("the live operations", func() bool { p, r := h.counts(); return p == 2 && r == 1 })
 	require.NoError(t, e.srv.UpdateRecord(nannyapitest.PatchOperations, live, map[string]any{"status": "running"}))
 	require.NoError(t, e.srv.UpdateRecord(nannyapitest.RebootOperations, reboot, map[string]any{"status": "rebooting"}))
+	e.waitUntil("the first catch-up", func() bool { return e.d.Stats().Catchups == 1 })
 	e.srv.DropStreams()
 	e.rtSleep.release <- struct{}{}
-	e.waitSubscribed(1)
-	catchups := e.d.Stats().Catchups
-	e.waitUntil("the catch-up after the drop", func() bool { return e.d.Stats().Catchups > catchups })
+	e.waitUntil("the catch-up after the drop", func() bool { return e.d.Stats().Catchups == 2 })
 	err, _ = e.stop()
 	require.NoError(t, err)
 
