@@ -183,7 +183,7 @@ func perEventCases(b *testing.B) []perEventCase {
 		// sched_process_exec. bpftrace's nearest equivalent filters the
 		// same tracepoint (without argv, which it cannot read there).
 		{entry: "exec", name: "exec-comm", params: catalog.Params{Comm: filepath.Base(bin)},
-			script: fmt.Sprintf(`tracepoint:sched:sched_process_exec /comm == "%s"/ { printf("%%d %%d %%s %%s\n", pid, curtask->real_parent->tgid, comm, str(args->filename)); }`, filepath.Base(bin)),
+			script:   fmt.Sprintf(`tracepoint:sched:sched_process_exec /comm == "%s"/ { printf("%%d %%d %%s %%s\n", pid, curtask->real_parent->tgid, comm, str(args->filename)); }`, filepath.Base(bin)),
 			workload: execs},
 		{entry: "syscalls", script: bpftraceFor["syscalls"], workload: func() {
 			for i := 0; i < 200000; i++ {
