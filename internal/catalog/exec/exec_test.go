@@ -25,11 +25,20 @@ import (
 // times on missing, then replaces itself with bin.
 const execveatEnv = "NANNY_EXECVEAT_HELPER"
 
+// init locks the main goroutine to the leader thread in the execveat
+// helper: package init runs on the leader thread, while by TestMain the
+// main goroutine may have moved to another one, letting the helper's
+// goroutine land on the leader.
+func init() {
+	if os.Getenv(execveatEnv) != "" {
+		runtime.LockOSThread()
+	}
+}
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(execveatEnv); spec != "" {
-		// The main goroutine keeps the leader thread, so the other
-		// goroutine runs on another thread.
-		runtime.LockOSThread()
+		// The main goroutine keeps the leader thread (see init), so the
+		// other goroutine runs on another thread.
 		code := make(chan int)
 		go func() { code <- execveatHelper(spec) }()
 		os.Exit(<-code)
