@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nannyagent/nannyagent/internal/procfmt"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -402,7 +403,7 @@ func (c *Collector) cores(warn func(string, ...any)) int {
 		}
 	}
 	if b, err := c.read("/sys/devices/system/cpu/online"); err == nil {
-		if n, err := parseCPUList(string(b)); err == nil {
+		if n, err := procfmt.CPUListCount(string(b)); err == nil {
 			return n
 		}
 	}

@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"fmt"
+	"github.com/nannyagent/nannyagent/internal/procfmt"
 	"math"
 	"slices"
 	"strconv"
@@ -188,30 +189,6 @@ func countProcessors(data []byte) int {
 	return n
 }
 
-// parseCPUList counts the CPUs of a sysfs CPU list ("0-3,6,8-9").
-func parseCPUList(s string) (int, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, fmt.Errorf("empty CPU list")
-	}
-	n := 0
-	for part := range strings.SplitSeq(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return 0, fmt.Errorf("CPU list %q: %q", s, part)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a || b-a > 1<<20 {
-				return 0, fmt.Errorf("CPU list %q: %q", s, part)
-			}
-		}
-		n += b - a + 1
-	}
-	return n, nil
-}
-
 // defaultRouteIface is the interface of the IPv4 default route with the
 // lowest metric in /proc/net/route, "" when there is none.
 func defaultRouteIface(data []byte) string {
@@ -266,42 +243,13 @@ func parseMountinfo(data []byte) ([]mount, error) {
 		if sep < 6 || len(f) < sep+2 {
 			return nil, fmt.Errorf("mountinfo line %d: malformed", n)
 		}
-		m := mount{Dev: f[2], Path: unescapeOctal(f[4]), FSType: f[sep+1]}
+		m := mount{Dev: f[2], Path: procfmt.UnescapeOctal(f[4]), FSType: f[sep+1]}
 		if len(f) >= sep+4 {
-			m.Source = unescapeOctal(f[sep+2])
+			m.Source = procfmt.UnescapeOctal(f[sep+2])
 		}
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) && isOctal3(s[i+1:i+4]) {
-			v, _ := strconv.ParseUint(s[i+1:i+4], 8, 8)
-			b.WriteByte(byte(v))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal3(s string) bool {
-	if s[0] > '3' {
-		return false
-	}
-	for i := range 3 {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
 }
 
 func satAdd(a, b uint64) uint64 {

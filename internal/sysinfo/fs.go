@@ -3,6 +3,7 @@ package sysinfo
 import (
 	"bytes"
 	"fmt"
+	"github.com/nannyagent/nannyagent/internal/procfmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,12 +53,12 @@ func parseMountinfo(data []byte) ([]mountInfo, error) {
 		if m.Minor, err = strconv.Atoi(min); err != nil {
 			return nil, fmt.Errorf("line %d: minor %q", n, min)
 		}
-		m.Root = unescapeOctal(fields[3])
-		m.Mount = unescapeOctal(fields[4])
+		m.Root = procfmt.UnescapeOctal(fields[3])
+		m.Mount = procfmt.UnescapeOctal(fields[4])
 		m.ReadOnly = slices.Contains(strings.Split(fields[5], ","), "ro")
 		m.FSType = fields[sep+1]
 		if len(fields)-sep >= 4 {
-			m.Source = unescapeOctal(fields[sep+2])
+			m.Source = procfmt.UnescapeOctal(fields[sep+2])
 			m.SuperOptions = strings.Split(fields[sep+3], ",")
 		} else {
 			m.SuperOptions = strings.Split(fields[sep+2], ",")
@@ -65,38 +66,6 @@ func parseMountinfo(data []byte) ([]mountInfo, error) {
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-// unescapeOctal decodes the kernel's \ooo escapes (fs/proc_namespace.c
-// escapes space, tab, newline and backslash this way); anything else is
-// left as it is.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1:i+4]) {
-			v, _ := strconv.ParseUint(s[i+1:i+4], 8, 8)
-			b.WriteByte(byte(v))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	if len(s) != 3 || s[0] > '3' {
-		return false
-	}
-	for i := range 3 {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *collector) mountinfo() ([]mountInfo, bool) {

@@ -3,6 +3,7 @@ package sysinfo
 import (
 	"bytes"
 	"errors"
+	"github.com/nannyagent/nannyagent/internal/procfmt"
 	"io/fs"
 	"net"
 	"os"
@@ -36,7 +37,7 @@ func (c *collector) host(f *Facts) {
 	}
 	f.CPUs = runtime.NumCPU()
 	if b, err := c.read("/sys/devices/system/cpu/online"); err == nil {
-		if n, err := parseCPUList(string(b)); err == nil {
+		if n, err := procfmt.CPUListCount(string(b)); err == nil {
 			f.CPUs = n
 		} else {
 			c.warn("online CPUs: %v", err)

@@ -411,32 +411,6 @@ func parseOSRelease(data []byte) string {
 	return strings.TrimSpace(vals["NAME"] + " " + vals["VERSION"])
 }
 
-// parseCPUList counts the CPUs of a sysfs list such as "0-3,8,10-11".
-func parseCPUList(s string) (int, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, errors.New("empty list")
-	}
-	n := 0
-	for part := range strings.SplitSeq(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return 0, fmt.Errorf("bad CPU %q", lo)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return 0, fmt.Errorf("bad range %q", part)
-			}
-		}
-		if n += b - a + 1; n > 1<<20 {
-			return 0, errors.New("too many CPUs")
-		}
-	}
-	return n, nil
-}
-
 // parseUint reads a file holding one decimal number (a sysctl, a counter).
 func parseUint(data []byte) (uint64, error) {
 	return strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)

@@ -2,6 +2,7 @@ package sysinfo
 
 import (
 	"bytes"
+	"github.com/nannyagent/nannyagent/internal/procfmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -224,7 +225,6 @@ func TestParseMountinfo(t *testing.T) {
 		_, err := parseMountinfo([]byte(in))
 		require.Error(t, err, in)
 	}
-	require.Equal(t, `a b	c\d\9x\`, unescapeOctal(`a\040b\011c\134d\9x\`))
 }
 
 func TestCgroupRoots(t *testing.T) {
@@ -275,18 +275,6 @@ func TestCgroupWalkBounded(t *testing.T) {
 func TestParseOSRelease(t *testing.T) {
 	require.Equal(t, "Fixture Linux 1 (test)", parseOSRelease(fixture(t, "etc/os-release")))
 	require.Equal(t, "Alpine 3.19", parseOSRelease([]byte("NAME=Alpine\nVERSION='3.19'\n")))
-}
-
-func TestParseCPUList(t *testing.T) {
-	for in, want := range map[string]int{"0": 1, "0-3,6\n": 5, "0-1,4-5,8": 5} {
-		n, err := parseCPUList(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, n, in)
-	}
-	for _, in := range []string{"", "a", "3-1", "-1", "0-4294967296"} {
-		_, err := parseCPUList(in)
-		require.Error(t, err, in)
-	}
 }
 
 func TestParseResolvConf(t *testing.T) {
@@ -521,7 +509,7 @@ func FuzzProcfsParsers(f *testing.F) {
 		parseFileNr(data)
 		parseKeyValues(data)
 		parseOSRelease(data)
-		parseCPUList(string(data))
+		procfmt.CPUListCount(string(data))
 		parseShow(data)
 		parseUnitsTable(data)
 	})
