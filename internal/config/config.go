@@ -112,6 +112,15 @@ type Daemon struct {
 	// the host they measure, and two at once disturb each other's
 	// figures.
 	MaxConcurrentInvestigations int `yaml:"max_concurrent_investigations"`
+	// PatchTimeoutSec bounds one patch script run; when it passes, the
+	// script's whole process group is killed and the run reported failed.
+	PatchTimeoutSec int `yaml:"patch_timeout_sec"`
+	// RebootCommand is the host reboot command as an argument list;
+	// empty means systemctl reboot, falling back to shutdown -r now.
+	RebootCommand []string `yaml:"reboot_command"`
+	// RebootDryRun acknowledges reboot operations and logs the command
+	// instead of running it.
+	RebootDryRun bool `yaml:"reboot_dry_run"`
 }
 
 // Defaults returns the configuration used when nothing is set.
@@ -127,7 +136,7 @@ func Defaults() *Config {
 		HTTPTransport:                 defaultHTTPTransport(),
 		AI:                            defaultAI(),
 		Diagnose:                      defaultDiagnose(),
-		Daemon:                        Daemon{MaxConcurrentInvestigations: 1},
+		Daemon:                        Daemon{MaxConcurrentInvestigations: 1, PatchTimeoutSec: 1800},
 		PlaybookDir:                   "/etc/nannyagent/playbooks.d",
 	}
 }
@@ -359,6 +368,8 @@ func (c *Config) Validate() error {
 	v.intRange("diagnose.context_bytes", d.ContextBytes, 4096, 1<<20, " bytes")
 	v.absPath("playbook_dir", c.PlaybookDir)
 	v.intRange("daemon.max_concurrent_investigations", c.Daemon.MaxConcurrentInvestigations, 1, 16, "")
+	v.intRange("daemon.patch_timeout_sec", c.Daemon.PatchTimeoutSec, 60, 86400, " seconds")
+	v.rebootCommand(c.Daemon.RebootCommand)
 
 	if len(v.problems) > 0 {
 		return &ValidationError{Problems: v.problems}
@@ -483,4 +494,26 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// rebootCommand checks daemon.reboot_command: an absolute program path
+// (the daemon's PATH is not the operator's shell's) and no empty or
+// over-long arguments.
+func (v *validator) rebootCommand(argv []string) {
+	if len(argv) == 0 {
+		return
+	}
+	const key = "daemon.reboot_command"
+	switch {
+	case len(argv) > 32:
+		v.bad(key, len(argv), "must have at most 32 arguments")
+	case !filepath.IsAbs(argv[0]):
+		v.bad(key, argv[0], "the program must be an absolute path (e.g. [/usr/bin/systemctl, reboot])")
+	}
+	for _, a := range argv {
+		if a == "" || len(a) > 4096 || strings.ContainsRune(a, 0) {
+			v.bad(key, a, "arguments must be non-empty, at most 4096 bytes and without NUL")
+			return
+		}
+	}
 }

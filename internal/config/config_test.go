@@ -320,7 +320,7 @@ func TestDocsListEveryKey(t *testing.T) {
 	require.NoError(t, err)
 	doc := string(data)
 	keys := Keys()
-	require.Len(t, keys, 32)
+	require.Len(t, keys, 35)
 	for _, k := range keys {
 		assert.Contains(t, doc, "`"+k+"`", "docs/CONFIGURATION.md does not document %s", k)
 	}
@@ -347,4 +347,31 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = c.Validate()
 	})
+}
+
+func TestRebootCommandValidation(t *testing.T) {
+	c, err := Parse([]byte("daemon:\n  reboot_command: [/usr/bin/systemctl, reboot]\n  patch_timeout_sec: 600\n"), "t.yaml")
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	assert.Equal(t, []string{"/usr/bin/systemctl", "reboot"}, c.Daemon.RebootCommand)
+	assert.Equal(t, 600, c.Daemon.PatchTimeoutSec)
+
+	for in, want := range map[string]string{
+		"daemon:\n  reboot_command: [systemctl, reboot]\n": "must be an absolute path",
+		"daemon:\n  reboot_command: [/sbin/reboot, '']\n":   "must be non-empty",
+		"daemon:\n  patch_timeout_sec: 5\n":                 "daemon.patch_timeout_sec 5: must be 60 to 86400 seconds",
+	} {
+		c, err := Parse([]byte(in), "t.yaml")
+		require.NoError(t, err, in)
+		err = c.Validate()
+		require.Error(t, err, in)
+		assert.Contains(t, err.Error(), want, in)
+	}
+}
+
+func TestRebootCommandMustBeAList(t *testing.T) {
+	_, err := Parse([]byte("daemon:\n  reboot_command: /sbin/reboot\n"), "t.yaml")
+	require.EqualError(t, err, "t.yaml: line 2: daemon.reboot_command takes a list ([program, arg, ...]), not a single value")
+	_, err = Parse([]byte("daemon:\n  reboot_command: [[a]]\n"), "t.yaml")
+	require.ErrorContains(t, err, "each item must be a single value")
 }

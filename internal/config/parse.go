@@ -116,6 +116,17 @@ func checkKeys(m *yaml.Node, t reflect.Type, prefix string, nulls *[]string) err
 			}
 			continue
 		}
+		if f.Type.Kind() == reflect.Slice {
+			if v.Kind != yaml.SequenceNode {
+				return fmt.Errorf("line %d: %s takes a list ([program, arg, ...]), not a %s", v.Line, key, kindName(v))
+			}
+			for _, item := range v.Content {
+				if item.Kind != yaml.ScalarNode {
+					return fmt.Errorf("line %d: %s: each item must be a single value, not a %s", item.Line, key, kindName(item))
+				}
+			}
+			continue
+		}
 		if v.Kind != yaml.ScalarNode {
 			return fmt.Errorf("line %d: %s takes a single value, not a %s", v.Line, key, kindName(v))
 		}

@@ -2,7 +2,8 @@
 // agent's token fresh, holds the realtime subscription to NannyAPI,
 // catches up on what it missed after every (re)subscription, runs the
 // investigations the portal pushes with the NannyAPI engine, reports
-// metrics, and hands patch and reboot operations to their handlers.
+// metrics and the Proxmox inventory, and hands patch and reboot
+// operations to their handlers.
 //
 // Every component runs under one errgroup; none of them returns on a
 // backend error (they retry with bounded backoff), so the group ends only
@@ -85,6 +86,9 @@ type Options struct {
 	Auth Runner
 	// Metrics is the metrics loop (see NewMetrics); nil sends none.
 	Metrics Runner
+	// Proxmox reports the Proxmox VE inventory (internal/proxmox); nil
+	// on hosts that are not Proxmox VE nodes.
+	Proxmox Runner
 	// Patches and Reboots default to handlers that log that they are not
 	// handled in this build.
 	Patches PatchHandler
@@ -249,6 +253,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.o.Metrics != nil {
 		g.Go(func() error { return named("metrics", d.o.Metrics.Run(gctx)) })
+	}
+	if d.o.Proxmox != nil {
+		g.Go(func() error { return named("proxmox", d.o.Proxmox.Run(gctx)) })
 	}
 	if every := d.o.Notifier.WatchdogEvery(); every > 0 {
 		g.Go(func() error { d.watchdog(gctx, every); return nil })

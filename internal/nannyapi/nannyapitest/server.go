@@ -194,6 +194,10 @@ type Server struct {
 
 	collections map[string]*collection
 	clients     map[string]*rtClient
+	// Fleet operations (§2.8–2.10), each kept by its own file.
+	patches patchState
+	reboots rebootState
+	proxmox proxmoxState
 
 	faults map[string]*Fault
 	// requests is a ring of the newest MaxRecorded requests: request
@@ -510,6 +514,16 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
 		s.handleSubscribe(w, r, body)
 	case p == "/api/investigations":
 		s.handleInvestigations(w, r, body)
+	case p == "/api/patches" || strings.HasPrefix(p, "/api/patches/"):
+		s.handlePatches(w, r, body)
+	case strings.HasPrefix(p, "/api/files/") && r.Method == http.MethodGet:
+		s.handleFiles(w, r)
+	case strings.HasPrefix(p, "/api/scripts/") && r.Method == http.MethodGet:
+		s.handleScripts(w, r)
+	case p == "/api/reboot" || strings.HasPrefix(p, "/api/reboot/"):
+		s.handleReboot(w, r, body)
+	case strings.HasPrefix(p, "/api/proxmox/"):
+		s.handleProxmox(w, r, body)
 	case p == "/api/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		writeJSON(w, http.StatusOK, struct {
 			Message string         `json:"message"`

@@ -1,0 +1,10 @@
+package nannyapitest
+
+import "net/http"
+
+// rebootState is what the reboot monitor needs (§2.10).
+type rebootState struct{}
+
+// handleReboot serves /api/reboot, /api/reboot/{id} and
+// /api/reboot/{id}/acknowledge.
+func (s *Server) handleReboot(w http.ResponseWriter, r *http.Request, body []byte) { notFound(w) }
