@@ -358,8 +358,8 @@ func TestRebootCommandValidation(t *testing.T) {
 
 	for in, want := range map[string]string{
 		"daemon:\n  reboot_command: [systemctl, reboot]\n": "must be an absolute path",
-		"daemon:\n  reboot_command: [/sbin/reboot, '']\n":   "must be non-empty",
-		"daemon:\n  patch_timeout_sec: 5\n":                 "daemon.patch_timeout_sec 5: must be 60 to 86400 seconds",
+		"daemon:\n  reboot_command: [/sbin/reboot, '']\n":  "must be non-empty",
+		"daemon:\n  patch_timeout_sec: 5\n":                "daemon.patch_timeout_sec 5: must be 60 to 86400 seconds",
 	} {
 		c, err := Parse([]byte(in), "t.yaml")
 		require.NoError(t, err, in)
