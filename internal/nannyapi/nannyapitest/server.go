@@ -530,6 +530,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
 			Code    int            `json:"code"`
 			Data    map[string]any `json:"data"`
 		}{"API is healthy.", 200, map[string]any{}})
+	case strings.HasPrefix(p, "/api/collections/reboot_operations/records/") && r.Method == http.MethodPatch:
+		s.handleRebootRecordUpdate(w, r, body)
 	case strings.HasPrefix(p, "/api/collections/") && r.Method == http.MethodGet:
 		rest := strings.TrimPrefix(p, "/api/collections/")
 		name, tail, ok := strings.Cut(rest, "/")
