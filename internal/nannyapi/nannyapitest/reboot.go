@@ -12,4 +12,6 @@ func (s *Server) handleReboot(w http.ResponseWriter, r *http.Request, body []byt
 // handleRebootRecordUpdate serves PATCH
 // /api/collections/reboot_operations/records/{id}, which the
 // collection's UpdateRule allows the agent (§2.10, §7.8).
-func (s *Server) handleRebootRecordUpdate(w http.ResponseWriter, r *http.Request, body []byte) { notFound(w) }
+func (s *Server) handleRebootRecordUpdate(w http.ResponseWriter, r *http.Request, body []byte) {
+	notFound(w)
+}
