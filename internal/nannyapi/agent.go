@@ -67,8 +67,10 @@ type RegisterWithTokenRequest struct {
 	AllIPs         []string `json:"all_ips"`
 }
 
-// truncateRunes cuts s to at most n characters, as the backend counts
-// them.
+// TruncateRunes cuts s to at most n characters, as the backend counts
+// them (PocketBase's max length counts runes, not bytes).
+func TruncateRunes(s string, n int) string { return truncateRunes(s, n) }
+
 func truncateRunes(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s

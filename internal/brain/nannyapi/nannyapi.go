@@ -198,7 +198,7 @@ func (e *Engine) ensure(ctx context.Context, inv *brain.Investigation) (string, 
 	if err := CheckIssue(inv.Issue); err != nil {
 		return "", err
 	}
-	issue := cutRunes(strings.TrimSpace(inv.Issue), MaxIssueChars)
+	issue := api.TruncateRunes(strings.TrimSpace(inv.Issue), MaxIssueChars)
 	var created *api.Investigation
 	err := e.retry(ctx, inv.Limits.Deadline, "creating the investigation", func(ctx context.Context) error {
 		c, err := e.cfg.Client.CreateInvestigation(ctx, api.CreateInvestigationRequest{AgentID: e.cfg.AgentID, Issue: issue, Priority: e.cfg.Priority})
@@ -366,18 +366,7 @@ func FitPlan(s string) string {
 	// keep has no more digits than the limit itself.
 	keep := api.MaxResolutionPlan - utf8.RuneCountInString(fmt.Sprintf(tmpl, api.MaxResolutionPlan, n))
 	marker := fmt.Sprintf(tmpl, keep, n)
-	return cutRunes(s, keep) + marker
-}
-
-func cutRunes(s string, n int) string {
-	i := 0
-	for j := range s {
-		if i == n {
-			return s[:j]
-		}
-		i++
-	}
-	return s
+	return api.TruncateRunes(s, keep) + marker
 }
 
 // Finish records the outcome on the backend (see Outcome), with the
