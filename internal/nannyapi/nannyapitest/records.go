@@ -211,7 +211,10 @@ const (
 )
 
 // CreatePatchOperation creates a pending patch operation for the agent
-// (owned by the agent's user) and pushes its create event.
+// (owned by the agent's user) and pushes its create event. As the
+// backend's create hook does, nil Exclusions are filled from the
+// agent's package exceptions (SetPackageExceptions) and an empty VMID
+// from a container set with SetPatchLXC.
 func (s *Server) CreatePatchOperation(agentID string, p PatchOperation) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -231,18 +234,8 @@ func (s *Server) CreatePatchOperation(agentID string, p PatchOperation) (string,
 	if p.ScriptURL == "" {
 		p.ScriptURL = DefaultScriptURL
 	}
-	var excl any
-	if p.Exclusions != nil {
-		excl = append([]string(nil), p.Exclusions...)
-	}
-	id := pbID()
-	s.insertLocked(s.collections[PatchOperations], map[string]any{
-		"agent_id": agentID, "completed_at": "", "error_msg": "", "exclusions": excl, "exit_code": 0,
-		"id": id, "lxc_id": p.LXCID, "mode": p.Mode, "output_path": "", "script_id": p.ScriptID,
-		"script_url": p.ScriptURL, "started_at": "", "status": "pending", "stderr_file": "",
-		"stdout_file": "", "user_id": a.userID, "vmid": p.VMID,
-	})
-	return id, nil
+	rec := s.insertPatchLocked(agentID, a.userID, p)
+	return rec["id"].(string), nil
 }
 
 // CreateRebootOperation creates a reboot operation for the agent as
