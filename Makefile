@@ -66,5 +66,6 @@ clean: ## remove build output
 vmtest: ## run the BPF tests as root in the kernel matrix (vmtests/kernels.txt) under qemu; KERNEL=6.1 for one kernel, VMTEST_FLAGS=-dry-run to print the commands
 	$(GO) run ./vmtests $(if $(KERNEL),-kernel $(KERNEL)) $(VMTEST_FLAGS)
 
-docs: ## regenerate the catalog reference in docs/EBPF_MONITORING.md
+docs: ## regenerate the generated parts of docs/: the catalog reference (EBPF_MONITORING.md) and the config keys (CONFIGURATION.md)
 	$(GO) test ./internal/catalog/registry -run TestCatalogDocsUpToDate -update-docs -count=1
+	$(GO) test ./internal/config -run TestConfigDocsUpToDate -update-docs -count=1

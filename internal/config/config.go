@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -156,32 +157,15 @@ func defaultDiagnose() Diagnose {
 
 // fillZeroDefaults applies the rule of the earlier agent: a 0 in the
 // http_transport block, or a renewal value of 0 or less, means the
-// default.
+// default (keyInfos says which keys).
 func (c *Config) fillZeroDefaults() {
-	d := defaultHTTPTransport()
-	h := &c.HTTPTransport
-	for _, p := range []struct {
-		v   *int
-		def int
-	}{
-		{&h.MaxIdleConns, d.MaxIdleConns}, {&h.MaxIdleConnsPerHost, d.MaxIdleConnsPerHost},
-		{&h.IdleConnTimeoutSec, d.IdleConnTimeoutSec}, {&h.ResponseHeaderTimeoutSec, d.ResponseHeaderTimeoutSec},
-		{&h.TransportResetThreshold, d.TransportResetThreshold}, {&h.InitialRetryDelaySec, d.InitialRetryDelaySec},
-		{&h.MaxRetryDelaySec, d.MaxRetryDelaySec},
-	} {
-		if *p.v == 0 {
-			*p.v = p.def
+	cv := reflect.ValueOf(c).Elem()
+	def := reflect.ValueOf(Defaults()).Elem()
+	for key, k := range keyInfos {
+		f := fieldByKey(cv, key)
+		if k.unset == zeroIsUnset && f.Int() == 0 || k.unset == nonPositiveIsUnset && f.Int() <= 0 {
+			f.Set(fieldByKey(def, key))
 		}
-	}
-	def := Defaults()
-	if c.TokenRenewalThresholdDays <= 0 {
-		c.TokenRenewalThresholdDays = def.TokenRenewalThresholdDays
-	}
-	if c.TokenRenewalCheckIntervalSecs <= 0 {
-		c.TokenRenewalCheckIntervalSecs = def.TokenRenewalCheckIntervalSecs
-	}
-	if c.TokenRenewalRetryIntervalSecs <= 0 {
-		c.TokenRenewalRetryIntervalSecs = def.TokenRenewalRetryIntervalSecs
 	}
 }
 
@@ -302,9 +286,26 @@ func (v *validator) bad(key string, value any, want string) {
 	v.problems = append(v.problems, fmt.Sprintf("%s %v%s: %s", key, value, src, want))
 }
 
-func (v *validator) intRange(key string, n, lo, hi int, unit string) {
-	if n < lo || n > hi {
-		v.bad(key, n, fmt.Sprintf("must be %d to %d%s", lo, hi, unit))
+// intRange checks n against key's bounds in keyInfos, which the
+// reference quotes.
+func (v *validator) intRange(key string, n int) {
+	if k := keyInfos[key]; n < k.min || n > k.max {
+		v.bad(key, n, fmt.Sprintf("must be %d to %d%s", k.min, k.max, unitSuffix(k.unit)))
+	}
+}
+
+func unitSuffix(unit string) string {
+	if unit == "" {
+		return ""
+	}
+	return " " + unit
+}
+
+// intAtMost checks n against key's bounds and against limit, the value
+// of the key keyInfos names in atMost.
+func (v *validator) intAtMost(key string, n, limit int) {
+	if k := keyInfos[key]; n < k.min || n > k.max || n > limit {
+		v.bad(key, n, fmt.Sprintf("must be %d to %d%s and at most %s (%d)", k.min, k.max, unitSuffix(k.unit), k.atMost, limit))
 	}
 }
 
@@ -313,62 +314,59 @@ func (v *validator) intRange(key string, n, lo, hi int, unit string) {
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	if c.NannyAPIURL != "" {
-		v.httpURL("nannyapi_url", c.NannyAPIURL, 2048)
+		v.httpURL("nannyapi_url", c.NannyAPIURL)
 	}
 	if c.PortalURL != "" {
-		v.httpURL("portal_url", c.PortalURL, 2048)
+		v.httpURL("portal_url", c.PortalURL)
 	}
 	v.absPath("token_path", c.TokenPath)
-	v.intRange("metrics_interval", c.MetricsInterval, 5, 604800, " seconds")
-	v.intRange("proxmox_interval", c.ProxmoxInterval, 5, 604800, " seconds")
-	if c.StaticToken != "" && (!strings.HasPrefix(c.StaticToken, "nsk_") || len(c.StaticToken) < 5 || len(c.StaticToken) > 512) {
+	v.intRange("metrics_interval", c.MetricsInterval)
+	v.intRange("proxmox_interval", c.ProxmoxInterval)
+	if c.StaticToken != "" && (!strings.HasPrefix(c.StaticToken, staticTokenPrefix) ||
+		len(c.StaticToken) <= len(staticTokenPrefix) || len(c.StaticToken) > maxStaticTokenLen) {
 		// Never echo a token, even a malformed one.
-		v.problems = append(v.problems, fmt.Sprintf("static_token (%d characters%s): must start with nsk_ and be 5 to 512 characters",
-			len(c.StaticToken), v.from("static_token")))
+		v.problems = append(v.problems, fmt.Sprintf("static_token (%d characters%s): must start with %s and be %d to %d characters",
+			len(c.StaticToken), v.from("static_token"), staticTokenPrefix, len(staticTokenPrefix)+1, maxStaticTokenLen))
 	}
 	if c.AgentID != "" {
 		if strings.TrimSpace(c.AgentID) == "" {
 			v.bad("agent_id", c.AgentID, "must not be blank")
-		} else if len(c.AgentID) > 256 {
-			v.bad("agent_id", c.AgentID, fmt.Sprintf("must be at most 256 characters (it has %d)", len(c.AgentID)))
+		} else if len(c.AgentID) > maxNameLen {
+			v.bad("agent_id", c.AgentID, fmt.Sprintf("must be at most %d characters (it has %d)", maxNameLen, len(c.AgentID)))
 		}
 	}
-	v.intRange("token_renewal_threshold_days", c.TokenRenewalThresholdDays, 1, 365, " days")
-	v.intRange("token_renewal_check_interval_secs", c.TokenRenewalCheckIntervalSecs, 1, 2592000, " seconds")
-	v.intRange("token_renewal_retry_interval_secs", c.TokenRenewalRetryIntervalSecs, 1, 2592000, " seconds")
+	v.intRange("token_renewal_threshold_days", c.TokenRenewalThresholdDays)
+	v.intRange("token_renewal_check_interval_secs", c.TokenRenewalCheckIntervalSecs)
+	v.intRange("token_renewal_retry_interval_secs", c.TokenRenewalRetryIntervalSecs)
 
 	h := c.HTTPTransport
-	v.intRange("http_transport.max_idle_conns", h.MaxIdleConns, 0, 1000, "")
-	if h.MaxIdleConnsPerHost < 0 || h.MaxIdleConnsPerHost > h.MaxIdleConns {
+	v.intRange("http_transport.max_idle_conns", h.MaxIdleConns)
+	if k := keyInfos["http_transport.max_idle_conns_per_host"]; h.MaxIdleConnsPerHost < k.min ||
+		h.MaxIdleConnsPerHost > k.max || h.MaxIdleConnsPerHost > h.MaxIdleConns {
 		v.bad("http_transport.max_idle_conns_per_host", h.MaxIdleConnsPerHost,
-			fmt.Sprintf("must be 0 to max_idle_conns (%d)", h.MaxIdleConns))
+			fmt.Sprintf("must be %d to max_idle_conns (%d)", k.min, h.MaxIdleConns))
 	}
-	v.intRange("http_transport.idle_conn_timeout_sec", h.IdleConnTimeoutSec, 0, 3600, " seconds")
-	v.intRange("http_transport.response_header_timeout_sec", h.ResponseHeaderTimeoutSec, 0, 300, " seconds")
-	v.intRange("http_transport.transport_reset_threshold", h.TransportResetThreshold, 1, 100, "")
-	v.intRange("http_transport.initial_retry_delay_sec", h.InitialRetryDelaySec, 1, 86400, " seconds")
-	if h.MaxRetryDelaySec < h.InitialRetryDelaySec || h.MaxRetryDelaySec > 86400 {
+	v.intRange("http_transport.idle_conn_timeout_sec", h.IdleConnTimeoutSec)
+	v.intRange("http_transport.response_header_timeout_sec", h.ResponseHeaderTimeoutSec)
+	v.intRange("http_transport.transport_reset_threshold", h.TransportResetThreshold)
+	v.intRange("http_transport.initial_retry_delay_sec", h.InitialRetryDelaySec)
+	if k := keyInfos["http_transport.max_retry_delay_sec"]; h.MaxRetryDelaySec < k.min ||
+		h.MaxRetryDelaySec < h.InitialRetryDelaySec || h.MaxRetryDelaySec > k.max {
 		v.bad("http_transport.max_retry_delay_sec", h.MaxRetryDelaySec,
-			fmt.Sprintf("must be initial_retry_delay_sec (%d) to 86400 seconds", h.InitialRetryDelaySec))
+			fmt.Sprintf("must be initial_retry_delay_sec (%d) to %d seconds", h.InitialRetryDelaySec, k.max))
 	}
 
 	c.validateAI(v)
 
 	d := c.Diagnose
-	v.intRange("diagnose.max_rounds", d.MaxRounds, 1, 50, "")
-	v.intRange("diagnose.max_wall_sec", d.MaxWallSec, 10, 86400, " seconds")
-	if d.RoundBudgetSec < 5 || d.RoundBudgetSec > 3600 || d.RoundBudgetSec > d.MaxWallSec {
-		v.bad("diagnose.round_budget_sec", d.RoundBudgetSec,
-			fmt.Sprintf("must be 5 to 3600 seconds and at most diagnose.max_wall_sec (%d)", d.MaxWallSec))
-	}
-	if d.CommandTimeoutSec < 1 || d.CommandTimeoutSec > 600 || d.CommandTimeoutSec > d.RoundBudgetSec {
-		v.bad("diagnose.command_timeout_sec", d.CommandTimeoutSec,
-			fmt.Sprintf("must be 1 to 600 seconds and at most diagnose.round_budget_sec (%d)", d.RoundBudgetSec))
-	}
-	v.intRange("diagnose.context_bytes", d.ContextBytes, 4096, 1<<20, " bytes")
+	v.intRange("diagnose.max_rounds", d.MaxRounds)
+	v.intRange("diagnose.max_wall_sec", d.MaxWallSec)
+	v.intAtMost("diagnose.round_budget_sec", d.RoundBudgetSec, d.MaxWallSec)
+	v.intAtMost("diagnose.command_timeout_sec", d.CommandTimeoutSec, d.RoundBudgetSec)
+	v.intRange("diagnose.context_bytes", d.ContextBytes)
 	v.absPath("playbook_dir", c.PlaybookDir)
-	v.intRange("daemon.max_concurrent_investigations", c.Daemon.MaxConcurrentInvestigations, 1, 16, "")
-	v.intRange("daemon.patch_timeout_sec", c.Daemon.PatchTimeoutSec, 60, 86400, " seconds")
+	v.intRange("daemon.max_concurrent_investigations", c.Daemon.MaxConcurrentInvestigations)
+	v.intRange("daemon.patch_timeout_sec", c.Daemon.PatchTimeoutSec)
 	v.rebootCommand(c.Daemon.RebootCommand)
 
 	if len(v.problems) > 0 {
@@ -389,7 +387,7 @@ func (c *Config) validateAI(v *validator) {
 		v.bad("ai.provider", a.Provider, "must be one of "+strings.Join(Providers, ", "))
 	}
 	if a.BaseURL != "" {
-		if v.httpURL("ai.base_url", a.BaseURL, 2048) && hasUser(a.BaseURL) {
+		if v.httpURL("ai.base_url", a.BaseURL) && hasUser(a.BaseURL) {
 			u, _ := url.Parse(a.BaseURL)
 			v.bad("ai.base_url", u.Redacted(), "must not carry credentials: name the key's variable in ai.api_key_env or its file in ai.api_key_file")
 		}
@@ -399,8 +397,8 @@ func (c *Config) validateAI(v *validator) {
 	} else if a.Provider == ProviderOpenAI {
 		v.bad("ai.provider", a.Provider, "needs ai.base_url (an OpenAI-compatible endpoint such as http://127.0.0.1:11434/v1)")
 	}
-	if len(a.Model) > 256 {
-		v.bad("ai.model", a.Model, "must be at most 256 characters")
+	if len(a.Model) > maxNameLen {
+		v.bad("ai.model", a.Model, fmt.Sprintf("must be at most %d characters", maxNameLen))
 	}
 	if a.APIKeyEnv != "" && !envName.MatchString(a.APIKeyEnv) {
 		v.bad("ai.api_key_env", a.APIKeyEnv, "must be the name of an environment variable (letters, digits, _; not starting with a digit)")
@@ -415,7 +413,7 @@ func (c *Config) validateAI(v *validator) {
 			v.bad("ai.api_key_file", a.APIKeyFile, err.Error())
 		}
 	}
-	v.intRange("ai.timeout_sec", a.TimeoutSec, 1, 3600, " seconds")
+	v.intRange("ai.timeout_sec", a.TimeoutSec)
 }
 
 // checkKeyFile refuses a key file others can read or write: a key another
@@ -451,9 +449,9 @@ func hasUser(s string) bool {
 }
 
 // httpURL reports whether s is a usable http(s) URL, recording why not.
-func (v *validator) httpURL(key, s string, max int) bool {
-	if len(s) > max {
-		v.bad(key, s, fmt.Sprintf("must be at most %d characters (it has %d)", max, len(s)))
+func (v *validator) httpURL(key, s string) bool {
+	if len(s) > maxURLLen {
+		v.bad(key, s, fmt.Sprintf("must be at most %d characters (it has %d)", maxURLLen, len(s)))
 		return false
 	}
 	u, err := url.Parse(s)
@@ -471,8 +469,8 @@ func (v *validator) absPath(key, p string) {
 	switch {
 	case p == "" || !filepath.IsAbs(p):
 		v.bad(key, p, "must be an absolute path")
-	case len(p) > 4096:
-		v.bad(key, p, fmt.Sprintf("must be at most 4096 characters (it has %d)", len(p)))
+	case len(p) > maxPathLen:
+		v.bad(key, p, fmt.Sprintf("must be at most %d characters (it has %d)", maxPathLen, len(p)))
 	}
 }
 
@@ -505,14 +503,14 @@ func (v *validator) rebootCommand(argv []string) {
 	}
 	const key = "daemon.reboot_command"
 	switch {
-	case len(argv) > 32:
-		v.bad(key, len(argv), "must have at most 32 arguments")
+	case len(argv) > maxRebootArgs:
+		v.bad(key, len(argv), fmt.Sprintf("must have at most %d arguments", maxRebootArgs))
 	case !filepath.IsAbs(argv[0]):
 		v.bad(key, argv[0], "the program must be an absolute path (e.g. [/usr/bin/systemctl, reboot])")
 	}
 	for _, a := range argv {
-		if a == "" || len(a) > 4096 || strings.ContainsRune(a, 0) {
-			v.bad(key, a, "arguments must be non-empty, at most 4096 bytes and without NUL")
+		if a == "" || len(a) > maxRebootArgLen || strings.ContainsRune(a, 0) {
+			v.bad(key, a, fmt.Sprintf("arguments must be non-empty, at most %d bytes and without NUL", maxRebootArgLen))
 			return
 		}
 	}

@@ -313,22 +313,6 @@ func TestRequireBackend(t *testing.T) {
 	assert.NoError(t, c.RequireBackend())
 }
 
-// The documentation lists every key and every environment variable, so
-// that docs and code cannot drift apart.
-func TestDocsListEveryKey(t *testing.T) {
-	data, err := os.ReadFile("../../docs/CONFIGURATION.md")
-	require.NoError(t, err)
-	doc := string(data)
-	keys := Keys()
-	require.Len(t, keys, 35)
-	for _, k := range keys {
-		assert.Contains(t, doc, "`"+k+"`", "docs/CONFIGURATION.md does not document %s", k)
-	}
-	for _, e := range EnvVars {
-		assert.Contains(t, doc, "`"+e.Name+"`", "docs/CONFIGURATION.md does not document %s", e.Name)
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("nannyapi_url: https://x\nai:\n  provider: openai\n  base_url: http://h/v1\n"))
