@@ -187,6 +187,20 @@ type request struct {
 	// ok are the success statuses (default 200).
 	ok  []int
 	out any
+
+	// raw is a body sent as is with rawType as its Content-Type, in
+	// place of body's JSON (a multipart upload).
+	raw     []byte
+	rawType string
+	// rawOut receives a successful answer's bytes undecoded (a script
+	// download), in place of out.
+	rawOut *[]byte
+	// maxBody bounds this answer (default: the client's
+	// MaxResponseBytes).
+	maxBody int64
+	// exactLength refuses an answer whose length is not its
+	// Content-Length, so a cut download is never taken for a whole one.
+	exactLength bool
 }
 
 // ErrNoTokenSource is returned by authenticated calls of a Client made
@@ -195,7 +209,9 @@ var ErrNoTokenSource = errors.New("nannyapi: no token source for an authenticate
 
 func (c *Client) do(ctx context.Context, r *request) error {
 	var body []byte
-	if r.body != nil {
+	if r.raw != nil {
+		body = r.raw
+	} else if r.body != nil {
 		b, err := json.Marshal(r.body)
 		if err != nil {
 			return fmt.Errorf("nannyapi: %s: encoding the request: %w", r.op, err)
@@ -237,6 +253,10 @@ func (c *Client) do(ctx context.Context, r *request) error {
 		if s != status {
 			continue
 		}
+		if r.rawOut != nil {
+			*r.rawOut = rb
+			return nil
+		}
 		if r.out == nil || status == http.StatusNoContent {
 			return nil
 		}
@@ -267,7 +287,10 @@ func (c *Client) once(ctx context.Context, r *request, token string, body []byte
 	if err != nil {
 		return 0, nil, fmt.Errorf("nannyapi: %s: %w", r.op, err)
 	}
-	if body != nil {
+	switch {
+	case r.raw != nil:
+		req.Header.Set("Content-Type", r.rawType)
+	case body != nil:
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if r.accept {
@@ -285,13 +308,20 @@ func (c *Client) once(ctx context.Context, r *request, token string, body []byte
 		return 0, nil, c.transportError(ctx, r.op, timeout, err)
 	}
 	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	limit := c.maxBody
+	if r.maxBody > 0 {
+		limit = r.maxBody
+	}
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return 0, nil, c.transportError(ctx, r.op, timeout, err)
 	}
 	c.transportErrs.Store(0)
-	if int64(len(rb)) > c.maxBody {
-		return 0, nil, fmt.Errorf("nannyapi: %s: answer larger than %d bytes", r.op, c.maxBody)
+	if int64(len(rb)) > limit {
+		return 0, nil, fmt.Errorf("nannyapi: %s: answer larger than %d bytes", r.op, limit)
+	}
+	if r.exactLength && resp.ContentLength >= 0 && int64(len(rb)) != resp.ContentLength {
+		return 0, nil, &TransportError{Op: r.op, Err: fmt.Errorf("answer of %d bytes where Content-Length said %d", len(rb), resp.ContentLength)}
 	}
 	return resp.StatusCode, rb, nil
 }
