@@ -24,16 +24,16 @@ type backendFlags struct {
 }
 
 // addBackendFlags adds the configuration overrides of the backend keys
-// (precedence: file < environment < these flags).
+// (precedence: file < environment < these flags), named by config.Flags.
 func (a *app) addBackendFlags(root *cobra.Command) {
 	b := &a.backend
 	pf := root.PersistentFlags()
-	pf.StringVar(&b.apiURL, "api-url", "", "NannyAPI base URL (nannyapi_url; overrides NANNYAPI_URL)")
-	pf.StringVar(&b.portalURL, "portal-url", "", "portal URL shown to users (portal_url; overrides NANNYAI_PORTAL_URL)")
-	pf.StringVar(&b.tokenPath, "token-path", "", "token file (token_path; overrides TOKEN_PATH; default /var/lib/nannyagent/token.json)")
-	pf.StringVar(&b.agentID, "agent-id", "", "agent ID sent with a static token (agent_id; overrides NANNYAI_AGENT_ID)")
-	pf.IntVar(&b.metricsInterval, "metrics-interval", 0, "seconds between metrics reports of the daemon (metrics_interval; default 30)")
-	pf.IntVar(&b.proxmoxInterval, "proxmox-interval", 0, "seconds between Proxmox reports of the daemon (proxmox_interval; default 300)")
+	pf.StringVar(&b.apiURL, config.FlagFor("nannyapi_url"), "", "NannyAPI base URL (nannyapi_url; overrides NANNYAPI_URL)")
+	pf.StringVar(&b.portalURL, config.FlagFor("portal_url"), "", "portal URL shown to users (portal_url; overrides NANNYAI_PORTAL_URL)")
+	pf.StringVar(&b.tokenPath, config.FlagFor("token_path"), "", "token file (token_path; overrides TOKEN_PATH; default /var/lib/nannyagent/token.json)")
+	pf.StringVar(&b.agentID, config.FlagFor("agent_id"), "", "agent ID sent with a static token (agent_id; overrides NANNYAI_AGENT_ID)")
+	pf.IntVar(&b.metricsInterval, config.FlagFor("metrics_interval"), 0, "seconds between metrics reports of the daemon (metrics_interval; default 30)")
+	pf.IntVar(&b.proxmoxInterval, config.FlagFor("proxmox_interval"), 0, "seconds between Proxmox reports of the daemon (proxmox_interval; default 300)")
 }
 
 // addLegacyBackendFlags are the earlier agent's spellings of the
@@ -88,7 +88,7 @@ func (a *app) loadConfig(cmd *cobra.Command, explicit bool) (*config.Config, err
 	a.applyBackendFlags(cmd, cfg)
 	if a.debug {
 		cfg.Debug = true
-		cfg.SetFrom("debug", "--debug")
+		cfg.SetFrom("debug", "--"+config.FlagFor("debug"))
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", a.configPath, err)
@@ -98,16 +98,17 @@ func (a *app) loadConfig(cmd *cobra.Command, explicit bool) (*config.Config, err
 
 func (a *app) applyBackendFlags(cmd *cobra.Command, cfg *config.Config) {
 	b := &a.backend
-	set := func(flag, key string, apply func()) {
+	set := func(key string, apply func()) {
+		flag := config.FlagFor(key)
 		if fl := cmd.Flag(flag); fl != nil && fl.Changed {
 			apply()
 			cfg.SetFrom(key, "--"+flag)
 		}
 	}
-	set("api-url", "nannyapi_url", func() { cfg.NannyAPIURL = b.apiURL })
-	set("portal-url", "portal_url", func() { cfg.PortalURL = b.portalURL })
-	set("token-path", "token_path", func() { cfg.TokenPath = b.tokenPath })
-	set("agent-id", "agent_id", func() { cfg.AgentID = b.agentID })
-	set("metrics-interval", "metrics_interval", func() { cfg.MetricsInterval = b.metricsInterval })
-	set("proxmox-interval", "proxmox_interval", func() { cfg.ProxmoxInterval = b.proxmoxInterval })
+	set("nannyapi_url", func() { cfg.NannyAPIURL = b.apiURL })
+	set("portal_url", func() { cfg.PortalURL = b.portalURL })
+	set("token_path", func() { cfg.TokenPath = b.tokenPath })
+	set("agent_id", func() { cfg.AgentID = b.agentID })
+	set("metrics_interval", func() { cfg.MetricsInterval = b.metricsInterval })
+	set("proxmox_interval", func() { cfg.ProxmoxInterval = b.proxmoxInterval })
 }

@@ -187,7 +187,7 @@ docs/CONFIGURATION.md.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configPath, "config", config.DefaultPath, "configuration file (a missing default file is fine; a missing file named here is an error)")
 	pf.BoolVar(&a.verbose, "verbose", false, "log what happens (feature probes, attach modes, engine requests) to stderr")
-	pf.BoolVar(&a.debug, "debug", false, "the same as --verbose (config key debug, environment DEBUG=1)")
+	pf.BoolVar(&a.debug, config.FlagFor("debug"), false, "the same as --verbose (config key debug, environment DEBUG=1)")
 	root.AddCommand(a.traceCommand(), a.checkCommand(), a.diagnoseCommand(), a.registerCommand(), a.statusCommand(), a.daemonCommand())
 	return root
 }

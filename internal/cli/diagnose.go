@@ -172,7 +172,7 @@ type diagnoseFlags struct {
 }
 
 func (f *diagnoseFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.engine, "engine", "", "reasoning engine: auto, offline, openai or nannyapi (overrides NANNYAGENT_AI_PROVIDER and ai.provider)")
+	cmd.Flags().StringVar(&f.engine, config.FlagFor("ai.provider"), "", "reasoning engine: auto, offline, openai or nannyapi (overrides NANNYAGENT_AI_PROVIDER and ai.provider)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the report as one JSON document on stdout, nothing else")
 }
 

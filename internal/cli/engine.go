@@ -60,7 +60,7 @@ func chooseEngine(cfg *config.Config, flag string, reg func() (*auth.Manager, er
 			return engineChoice{}, usageErr(fmt.Errorf("--engine %q: must be one of %s", flag, strings.Join(config.Providers, ", ")))
 		}
 		cfg.AI.Provider = flag
-		cfg.SetFrom("ai.provider", "--engine")
+		cfg.SetFrom("ai.provider", "--"+config.FlagFor("ai.provider"))
 		if err := cfg.Validate(); err != nil {
 			return engineChoice{}, usageErr(err)
 		}
