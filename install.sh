@@ -763,9 +763,15 @@ config_text() {
 #   command_timeout_sec: 10
 #   context_bytes: 32768
 
-# The daemon: how many portal investigations run at once.
+# The daemon: how many portal investigations run at once, how long a patch
+# script may run, and how the host reboots when the portal asks (an
+# absolute program path and its arguments; empty means systemctl reboot,
+# falling back to shutdown -r now; reboot_dry_run only logs it).
 # daemon:
 #   max_concurrent_investigations: 1
+#   patch_timeout_sec: 1800
+#   reboot_command: []
+#   reboot_dry_run: false
 
 # Extra playbooks for the offline engine (a missing directory means none).
 # playbook_dir: /etc/nannyagent/playbooks.d

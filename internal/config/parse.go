@@ -66,6 +66,10 @@ func Parse(data []byte, name string) (*Config, error) {
 		fieldByKey(cv, key).Set(fieldByKey(def, key))
 	}
 	c.fillZeroDefaults()
+	if len(c.Daemon.RebootCommand) == 0 {
+		// "reboot_command: []" is the default, as an absent key is.
+		c.Daemon.RebootCommand = nil
+	}
 	return c, nil
 }
 

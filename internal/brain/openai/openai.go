@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,6 +27,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nannyagent/nannyagent/internal/backoff"
 	"github.com/nannyagent/nannyagent/internal/brain"
 	"github.com/nannyagent/nannyagent/internal/version"
 	"go.uber.org/zap"
@@ -249,31 +249,21 @@ func (e *Engine) Next(ctx context.Context, inv *brain.Investigation) (string, er
 		if e.cfg.OnRetry != nil {
 			e.cfg.OnRetry(Retry{Attempt: attempt, Wait: wait, Reason: f.reason, RetryAfter: f.retryAfter})
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, wait) != nil {
 			return "", fmt.Errorf("asking %s: %w (while waiting to retry after: %s)", e.shown, context.Cause(ctx), f.reason)
-		case <-t.C:
 		}
 	}
 }
 
 // backoff is the wait before the attempt after attempt: the server's
-// Retry-After when it gave one (bounded), else RetryBase doubled per
-// attempt up to RetryMax, the upper half jittered so that agents
-// limited together do not retry together.
+// Retry-After when it gave one (bounded), else the agent's one retry
+// policy from RetryBase doubled per attempt up to RetryMax, the upper
+// half jittered so that agents limited together do not retry together.
 func (e *Engine) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	if retryAfter > 0 {
 		return min(retryAfter, e.cfg.MaxRetryAfter)
 	}
-	d := e.cfg.RetryBase
-	for i := 1; i < attempt && d < e.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, e.cfg.RetryMax)
-	half := d / 2
-	return half + rand.N(half+1)
+	return backoff.Backoff{Initial: e.cfg.RetryBase, Max: e.cfg.RetryMax, Jitter: 0.5}.Delay(attempt - 1)
 }
 
 // failure is one failed attempt.
