@@ -442,6 +442,7 @@ func (s *Server) ingestMetrics(w http.ResponseWriter, r *http.Request, body []by
 	}
 	*a = b
 	s.notifyLocked()
+	s.checkRebootsLocked()
 
 	m := req.SystemMetrics
 	stored := Metrics{

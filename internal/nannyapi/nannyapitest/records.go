@@ -238,26 +238,10 @@ func (s *Server) CreatePatchOperation(agentID string, p PatchOperation) (string,
 	return rec["id"].(string), nil
 }
 
-// CreateRebootOperation creates a reboot operation for the agent as
-// POST /api/reboot does (the create hook makes it "sent"; timeout 0
-// means the default 300 s) and pushes its create event.
+// CreateRebootOperation creates a host reboot operation for the agent
+// (CreateReboot with a reason and a timeout; 0 means 300 s).
 func (s *Server) CreateRebootOperation(agentID, reason string, timeoutSeconds int) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, ok := s.agents[agentID]
-	if !ok {
-		return "", fmt.Errorf("agent not found")
-	}
-	if timeoutSeconds == 0 {
-		timeoutSeconds = 300
-	}
-	id := pbID()
-	s.insertLocked(s.collections[RebootOperations], map[string]any{
-		"acknowledged_at": "", "agent_id": agentID, "completed_at": "", "error_message": "", "id": id,
-		"lxc_id": "", "reason": reason, "requested_at": formatPB(s.Now()), "status": "sent",
-		"timeout_seconds": timeoutSeconds, "user_id": a.userID, "vmid": "",
-	})
-	return id, nil
+	return s.CreateReboot(agentID, RebootOperation{Reason: reason, TimeoutSeconds: timeoutSeconds})
 }
 
 // canSee is the collections' ListRule:
