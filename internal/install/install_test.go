@@ -892,39 +892,110 @@ func TestLiveInstall(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := t.TempDir()
-			log := filepath.Join(fake, "log")
-			body := "#!/bin/sh\nfake=" + fake + "\necho \"$*\" >>" + log + "\n" + tc.aptGet + "\n"
-			require.NoError(t, os.WriteFile(filepath.Join(fake, "apt-get"), []byte(body), 0o755))
-			changes := filepath.Join(t.TempDir(), "changes")
-			// Not t.TempDir: the name of the subtest, commas and all,
-			// would end up in the overlay's comma-separated options.
-			work, err := os.MkdirTemp("", "nannyagent-overlay-")
-			require.NoError(t, err)
-			t.Cleanup(func() { os.RemoveAll(work) })
-			wrap := []string{"unshare", "--mount", "--propagation", "private", "bash", "-c",
-				"exec 3>" + changes + "\n" + liveOverlay, "live-overlay", work}
-			args := []string{"--binary", bin}
-			if tc.flag != "" {
-				args = append(args, tc.flag)
+			lr := runLive(t, bin, base, nil, map[string]string{"apt-get": tc.aptGet}, tc.flag)
+			requireCode(t, lr.result, tc.code)
+			require.Contains(t, lr.stderr, tc.stderr)
+			require.Equal(t, tc.log, lr.log["apt-get"])
+			require.Equal(t, tc.changes, lr.changes)
+			require.Equal(t, host, hostState(t), "the machine itself must not change")
+		})
+	}
+}
+
+// liveResult is one install.sh run on the live paths (see runLive).
+type liveResult struct {
+	result
+	// log holds each fake package manager's argument lines.
+	log map[string]string
+	// changes lists what the run wrote under the overlays.
+	changes []string
+}
+
+// runLive runs install.sh on the machine's own paths with overlays over
+// them (liveOverlay), fake package managers (name → shell body; $fake is
+// their directory) first in PATH before base, and extra environment.
+func runLive(t *testing.T, bin, base string, env, fakes map[string]string, flag string) liveResult {
+	t.Helper()
+	fake := t.TempDir()
+	for name, body := range fakes {
+		script := "#!/bin/sh\nfake=" + fake + "\necho \"$*\" >>" + filepath.Join(fake, name+".log") + "\n" + body + "\n"
+		require.NoError(t, os.WriteFile(filepath.Join(fake, name), []byte(script), 0o755))
+	}
+	changes := filepath.Join(t.TempDir(), "changes")
+	// Not t.TempDir: the name of the subtest, commas and all, would end
+	// up in the overlay's comma-separated options.
+	work, err := os.MkdirTemp("", "nannyagent-overlay-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(work) })
+	wrap := []string{"unshare", "--mount", "--propagation", "private", "bash", "-c",
+		"exec 3>" + changes + "\n" + liveOverlay, "live-overlay", work}
+	args := []string{"--binary", bin}
+	if flag != "" {
+		args = append(args, flag)
+	}
+	allEnv := map[string]string{"PATH": fake + ":" + base}
+	for k, v := range env {
+		allEnv[k] = v
+	}
+	lr := liveResult{result: runScript(t, runOpts{wrap: wrap, env: allEnv}, args...), log: map[string]string{}}
+	for name := range fakes {
+		if b, err := os.ReadFile(filepath.Join(fake, name+".log")); err == nil {
+			lr.log[name] = string(b)
+		}
+	}
+	list, err := os.ReadFile(changes)
+	require.NoError(t, err)
+	// The overlays' own upper directories are there whatever happened;
+	// what is inside them was written.
+	for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+		if strings.Contains(l, "/") {
+			lr.changes = append(lr.changes, l)
+		}
+	}
+	return lr
+}
+
+// TestLivePackageManagers: on each distribution family install.sh picks
+// that family's package manager (the one os-release names first, else
+// whichever exists) and asks it for bpftrace with the right arguments.
+func TestLivePackageManagers(t *testing.T) {
+	requireRoot(t)
+	requireUnshare(t)
+	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(b, []byte("\toverlay\n")) {
+		t.Skip("the kernel has no overlay file system")
+	}
+	bin := agentBinary(t)
+	base := pathWithout(t, "bpftrace", "apt-get", "dnf", "yum", "zypper", "pacman", "apk")
+	host := hostState(t)
+	installs := `case "$*" in *bpftrace*) printf '#!/bin/sh\n' >"$fake/bpftrace"; chmod 755 "$fake/bpftrace" ;; esac`
+	for _, tc := range []struct {
+		name      string
+		osRelease string
+		present   []string // fake managers in PATH, some before want in the fallback order
+		want      string
+		log       string
+	}{
+		{"fedora prefers dnf over yum", "ID=fedora\n", []string{"apt-get", "yum", "dnf"}, "dnf", "install -y bpftrace\n"},
+		{"an old rhel has only yum", "ID=rhel\nID_LIKE=\"fedora\"\n", []string{"apt-get", "yum"}, "yum", "install -y bpftrace\n"},
+		{"centos through ID_LIKE", "ID=rocky\nID_LIKE=\"rhel centos fedora\"\n", []string{"apt-get", "dnf"}, "dnf", "install -y bpftrace\n"},
+		{"opensuse", "ID=opensuse-leap\nID_LIKE=\"suse opensuse\"\n", []string{"yum", "zypper"}, "zypper", "--non-interactive install bpftrace\n"},
+		{"arch, no partial upgrade", "ID=arch\n", []string{"zypper", "pacman"}, "pacman", "-S --noconfirm --needed bpftrace\n"},
+		{"alpine", "ID=alpine\n", []string{"pacman", "apk"}, "apk", "add bpftrace\n"},
+		{"ubuntu", "ID=ubuntu\nID_LIKE=debian\n", []string{"dnf", "apt-get"}, "apt-get", "update -q\ninstall -y -q bpftrace\n"},
+		{"an unknown distribution takes whichever exists", "ID=plan9\n", []string{"zypper"}, "zypper", "--non-interactive install bpftrace\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			osRelease := filepath.Join(t.TempDir(), "os-release")
+			require.NoError(t, os.WriteFile(osRelease, []byte(tc.osRelease), 0o644))
+			fakes := map[string]string{}
+			for _, pm := range tc.present {
+				fakes[pm] = installs
 			}
-			r := runScript(t, runOpts{wrap: wrap, env: map[string]string{"PATH": fake + ":" + base}}, args...)
-			requireCode(t, r, tc.code)
-			require.Contains(t, r.stderr, tc.stderr)
-			got, err := os.ReadFile(log)
-			require.NoError(t, err)
-			require.Equal(t, tc.log, string(got))
-			list, err := os.ReadFile(changes)
-			require.NoError(t, err)
-			// The overlays' own upper directories are there whatever
-			// happened; what is inside them was written.
-			var lines []string
-			for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n") {
-				if strings.Contains(l, "/") {
-					lines = append(lines, l)
-				}
-			}
-			require.Equal(t, tc.changes, lines)
+			lr := runLive(t, bin, base, map[string]string{"NANNYAGENT_INSTALL_OS_RELEASE": osRelease}, fakes, "--with-bpftrace")
+			requireCode(t, lr.result, 0)
+			require.Contains(t, lr.stdout, "installing bpftrace with "+tc.want+"\n")
+			want := map[string]string{tc.want: tc.log}
+			require.Equal(t, want, lr.log, "only %s may run, with these arguments", tc.want)
 			require.Equal(t, host, hostState(t), "the machine itself must not change")
 		})
 	}
