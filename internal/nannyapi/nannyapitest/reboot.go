@@ -32,18 +32,14 @@ const (
 // one, and the monitor's when the record's is 0.
 const defaultRebootTimeout = 300
 
-// proxmoxLXC is the collection the create hook reads an LXC's vmid
-// from; a server without it knows no containers.
-const proxmoxLXC = "proxmox_lxc"
-
 // RebootOperation is what the portal sets on a new reboot operation.
 type RebootOperation struct {
 	Reason string
 	// TimeoutSeconds of 0 means the default 300.
 	TimeoutSeconds int
-	// LXCID names a proxmox_lxc row; the create hook copies its vmid.
-	// VMID, when set, is stored as given instead, for tests that have no
-	// Proxmox inventory.
+	// LXCID names an ingested proxmox_lxc row; the create hook copies
+	// its vmid. VMID, when set, is stored as given instead, for tests
+	// that ingest no Proxmox inventory.
 	LXCID string
 	VMID  string
 }
@@ -131,22 +127,14 @@ func (s *Server) createRebootLocked(owner, agentID string, r RebootOperation) (s
 	return id, 0, ""
 }
 
-// lxcLocked finds a proxmox_lxc row: the agent it belongs to and its
-// vmid.
+// lxcLocked finds an ingested proxmox_lxc row: the agent it belongs to
+// and its vmid.
 func (s *Server) lxcLocked(id string) (agentID string, vmid int, ok bool) {
-	c := s.collectionLocked(proxmoxLXC)
-	if c == nil {
-		return "", 0, false
-	}
-	rec, ok := c.recs[id]
+	rec, ok := s.pxLocked().cols[ProxmoxLXC].recs[id]
 	if !ok {
 		return "", 0, false
 	}
 	n, _ := num(rec["vmid"])
-	if v, isStr := rec["vmid"].(string); isStr {
-		i, _ := strconv.Atoi(v)
-		n = float64(i)
-	}
 	return recString(rec, "agent_id"), int(n), true
 }
 

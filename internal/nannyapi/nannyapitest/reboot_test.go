@@ -360,3 +360,24 @@ func TestRebootRecordUpdate(t *testing.T) {
 	require.Equal(t, "", rec["completed_at"])
 	require.Equal(t, "maintenance", rec["reason"])
 }
+
+// TestRebootOfAnIngestedLXC: lxc_id names a container the agent
+// reported; the create hook copies its vmid. Another agent's container
+// is refused.
+func TestRebootOfAnIngestedLXC(t *testing.T) {
+	f := newRebootFixture(t)
+	s := f.s
+	ingested(t, s, "Node", "/api/proxmox/node", f.reg.AccessToken, pxNode)
+	lxcID := ingested(t, s, "LXC", "/api/proxmox/lxc", f.reg.AccessToken, pxLXC)
+
+	code, body := call(t, s, "POST", "/api/reboot", f.u.Token, `{"agent_id":"`+f.other.AgentID+`","lxc_id":"`+lxcID+`"}`)
+	exact(t, 400, `{"error":"lxc container does not belong to the specified agent"}`, code, body)
+
+	id := f.create(t, `{"agent_id":"`+f.reg.AgentID+`","lxc_id":"`+lxcID+`","reason":"ct update"}`)
+	_, got := rebootEvent(t, f.st)
+	require.Equal(t, id, got["id"])
+	require.Equal(t, lxcID, got["lxc_id"])
+	require.Equal(t, "100", got["vmid"])
+	require.Equal(t, "sent", got["status"])
+	require.Equal(t, id, s.PendingReboot(f.reg.AgentID), "a container's reboot is the agent's pending reboot too")
+}
