@@ -448,6 +448,35 @@ func TestRunLoop(t *testing.T) {
 		"/nodes/pve/lxc/100/config", "/nodes/pve/qemu/150/config"}, e.fake.Calls(t))
 }
 
+// Stopping in the middle of a cycle ends the pvesh call in progress
+// and Run at once; the cut-short item is not reported as a failure.
+func TestRunStopsMidCycle(t *testing.T) {
+	reached := make(chan struct{})
+	e := newEnv(t, proxmoxtest.Cluster3, func(o *Options) {
+		o.Sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+		o.Commands = runnerFunc(func(ctx context.Context, name string, args ...string) ([]byte, error) {
+			if len(args) > 1 && args[1] == "/cluster/resources" {
+				close(reached)
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return ExecRunner{}.Run(ctx, name, args...)
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.rep.Run(ctx) }()
+	select {
+	case <-reached:
+	case <-time.After(waitFor):
+		t.Fatal("the cycle did not reach /cluster/resources")
+	}
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, 0, e.logs.FilterLevelExact(zap.WarnLevel).Len())
+	require.Empty(t, e.sent())
+}
+
 func TestNewDefaults(t *testing.T) {
 	_, err := New(Options{})
 	require.EqualError(t, err, "proxmox: a backend client is required")
