@@ -115,8 +115,9 @@ func (o object) str(key string) (string, error) {
 	return "", fmt.Errorf("field %q is %s, not text", key, kind(raw))
 }
 
-// maxInt bounds the numbers read; every field here is far below it.
-const maxInt = 1 << 53
+// maxInt bounds the numbers read (exact in a float64, and an int on
+// every platform); every field here is far below it.
+const maxInt = min(1<<53, math.MaxInt)
 
 // int reads a whole-number field: a number, a string holding one, or a
 // boolean (1/0). Absent, null and "" are 0.

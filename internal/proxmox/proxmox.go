@@ -200,7 +200,6 @@ func (e *ItemError) Unwrap() error { return e.Err }
 // item is one thing to send.
 type item struct {
 	id   string // "node/pve2", "lxc/101"
-	name string
 	send func(ctx context.Context) error
 }
 
@@ -316,7 +315,7 @@ func (r *Reporter) collect(ctx context.Context, fail func(string, error)) (*inve
 	if n, err := r.nodePayload(ctx, local, nodeName); err != nil {
 		fail("node/"+nodeName, err)
 	} else {
-		inv.node = &item{id: "node/" + nodeName, name: nodeName, send: func(ctx context.Context) error {
+		inv.node = &item{id: "node/" + nodeName, send: func(ctx context.Context) error {
 			_, err := r.o.Backend.IngestProxmoxNode(ctx, n)
 			return err
 		}}
@@ -330,7 +329,7 @@ func (r *Reporter) collect(ctx context.Context, fail func(string, error)) (*inve
 		if f.err != nil {
 			fail("cluster", fmt.Errorf("pvesh get /cluster/status: the cluster item: %w", f.err))
 		} else {
-			inv.cluster = &item{id: "cluster", name: c.Name, send: func(ctx context.Context) error {
+			inv.cluster = &item{id: "cluster", send: func(ctx context.Context) error {
 				_, err := r.o.Backend.IngestProxmoxCluster(ctx, c)
 				return err
 			}}
@@ -437,7 +436,7 @@ func (r *Reporter) guest(ctx context.Context, typ, node string, res object) (ite
 	}
 	c := fields{o: cfg}
 	ostype := c.str("ostype")
-	it := item{id: typ + "/" + strconv.Itoa(vmid), name: name}
+	it := item{id: typ + "/" + strconv.Itoa(vmid)}
 	if typ == "lxc" {
 		ct := nannyapi.ProxmoxLXC{
 			AgentID: r.o.AgentID, Name: name, LXCID: id, Status: status, OSType: ostype,
