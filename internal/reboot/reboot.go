@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -137,13 +138,21 @@ func New(o Options) (*Handler, error) {
 	if o.Sleep == nil {
 		o.Sleep = backoff.Sleep
 	}
-	if o.Metrics == nil {
+	if o.Metrics == nil || isNil(o.Metrics) {
 		o.Metrics = noMetrics{}
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	return &Handler{o: o, log: o.Logger}, nil
+}
+
+// isNil: a nil *metrics.Sender in the interface (a daemon built
+// without metrics) means no metrics loop, not a crash at the first
+// reboot.
+func isNil(p Pauser) bool {
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 type noMetrics struct{}
@@ -159,7 +168,7 @@ type plan struct {
 	commands [][]string
 }
 
-// maxVMID is Proxmox VE's largest guest ID; IDs below 100 are reserved.
+// The range of Proxmox VE guest IDs (those below 100 are reserved).
 const (
 	minVMID = 100
 	maxVMID = 999999999

@@ -440,6 +440,11 @@ func TestNewChecks(t *testing.T) {
 	require.Equal(t, DefaultSearchPath, h.o.SearchPath)
 	require.Equal(t, DefaultCommandTimeout, h.o.CommandTimeout)
 
+	var none *metrics.Sender
+	h, err = New(Options{Backend: cl, Metrics: none})
+	require.NoError(t, err)
+	require.Equal(t, noMetrics{}, h.o.Metrics, "a nil Sender is no metrics loop")
+
 	cfg := config.Defaults()
 	cfg.Daemon.RebootCommand = []string{"/usr/local/sbin/reboot-now"}
 	cfg.Daemon.RebootDryRun = true
