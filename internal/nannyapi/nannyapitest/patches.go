@@ -224,7 +224,8 @@ func (s *Server) SetPackageExceptions(agentID string, packages ...string) {
 }
 
 // SetPatchLXC makes lxcID a proxmox_lxc row with this vmid, so that a
-// patch operation may target it (its vmid is filled from the row).
+// patch operation may target it (its vmid is filled from the row)
+// without a Proxmox ingestion first; ingested rows serve as well.
 func (s *Server) SetPatchLXC(lxcID string, vmid int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,10 +257,23 @@ func (s *Server) fillPatchLocked(agentID string, p *PatchOperation) {
 		}
 	}
 	if p.LXCID != "" && p.VMID == "" {
-		if vmid, ok := ps.lxcs[p.LXCID]; ok {
+		if vmid, ok := s.lxcVMIDLocked(p.LXCID); ok {
 			p.VMID = strconv.Itoa(vmid)
 		}
 	}
+}
+
+// lxcVMIDLocked finds a proxmox_lxc row: one set with SetPatchLXC, or
+// one an agent's Proxmox ingestion stored.
+func (s *Server) lxcVMIDLocked(lxcID string) (int, bool) {
+	if vmid, ok := s.patchesLocked().lxcs[lxcID]; ok {
+		return vmid, true
+	}
+	if rec, ok := s.pxLocked().cols[ProxmoxLXC].recs[lxcID]; ok {
+		vmid, ok := rec["vmid"].(int)
+		return vmid, ok
+	}
+	return 0, false
 }
 
 // patchResponse is the backend's PatchResponse; the digest is only in
@@ -367,7 +381,7 @@ func (s *Server) createPatch(w http.ResponseWriter, owner string, body []byte) {
 		return
 	}
 	if req.LXCID != "" {
-		if _, ok := s.patchesLocked().lxcs[req.LXCID]; !ok {
+		if _, ok := s.lxcVMIDLocked(req.LXCID); !ok {
 			errorJSON(w, http.StatusBadRequest, "failed to save patch operation: "+errNoRows)
 			return
 		}
