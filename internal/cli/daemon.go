@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nannyagent/nannyagent/internal/auth"
 	"github.com/nannyagent/nannyagent/internal/catalog"
 	"github.com/nannyagent/nannyagent/internal/daemon"
 	"github.com/nannyagent/nannyagent/internal/metrics"
+	"github.com/nannyagent/nannyagent/internal/patch"
+	"github.com/nannyagent/nannyagent/internal/proxmox"
+	"github.com/nannyagent/nannyagent/internal/reboot"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -35,7 +39,20 @@ func (a *app) daemonCommand() *cobra.Command {
     diagnose command) are left to the command that created them;
   - it reports metrics every metrics_interval seconds and once at start;
     while the backend is away it keeps the latest sample and retries with
-    the http_transport backoff.
+    the http_transport backoff;
+  - it runs the patch operations pushed from the portal, one at a time:
+    the script is downloaded, checked against the SHA-256 the backend
+    gives for it (never run on a mismatch), run with --dry-run or to
+    apply, with --exclude for the agent's package exceptions, on the host
+    or in an LXC container (pct exec), bounded by daemon.patch_timeout_sec,
+    and its exit code, stdout and stderr uploaded;
+  - it carries out reboot operations: metrics pause, the operation is
+    acknowledged, then the host reboots (systemctl reboot, falling back to
+    shutdown -r now, or daemon.reboot_command) or the container does (pct
+    reboot); daemon.reboot_dry_run only logs the command;
+  - on a Proxmox VE node (pveversion present) it reports the node, its
+    cluster and the node's LXC containers and QEMU VMs every
+    proxmox_interval seconds, starting 10 seconds after start.
 
 Logs are JSON lines on stderr (the journal under systemd); --debug or
 debug: true adds the debug level. Under systemd (Type=notify) it says
@@ -121,10 +138,34 @@ func (a *app) runDaemon(ctx context.Context) error {
 			_ = state.Failed(err)
 		}
 	}
+	patches, err := patch.New(patch.Options{
+		Client: m.Client(), AgentID: m.AgentID(),
+		Timeout: time.Duration(a.cfg.Daemon.PatchTimeoutSec) * time.Second,
+		// Beside the tokens: /var/lib/nannyagent/patches by default, a
+		// directory of root's alone.
+		BaseDir: filepath.Join(filepath.Dir(m.TokenPath()), "patches"),
+		Logger:  log.Named("patch"),
+	})
+	if err != nil {
+		return err
+	}
+	reboots, err := reboot.New(reboot.FromConfig(a.cfg, m.Client(), sender, log.Named("reboot")))
+	if err != nil {
+		return err
+	}
+	inventory, err := proxmox.New(proxmox.Options{
+		Backend: m.Client(), AgentID: m.AgentID(), Config: a.cfg, Logger: log.Named("proxmox"),
+	})
+	if err != nil {
+		return err
+	}
 	d, err := daemon.New(daemon.Options{
 		Config: a.cfg, Client: m.Client(), Tokens: m, AgentID: m.AgentID(),
 		Auth:     daemon.AuthLoop(m, a.cfg, log.Named("auth"), report),
 		Metrics:  sender,
+		Patches:  patches,
+		Reboots:  reboots,
+		Proxmox:  inventory,
 		Kernel:   catalog.NewKernel(log.Named("catalog")),
 		Notifier: notifier, Logger: log,
 	})

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -259,4 +260,71 @@ func TestDaemonSIGTERM(t *testing.T) {
 	assert.False(t, st.Running())
 	assert.False(t, st.StoppedAt.IsZero())
 	t.Logf("stopped %s after SIGTERM", took.Round(time.Millisecond))
+}
+
+// The daemon command wires the fleet operations with the configuration:
+// a portal patch runs its script (dry run, exclusions) and uploads the
+// result, and a portal reboot is acknowledged and runs
+// daemon.reboot_command once.
+func TestDaemonFleetOperations(t *testing.T) {
+	h, _ := registeredBackend(t)
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "reboot-calls")
+	rebootCmd := filepath.Join(dir, "reboot")
+	require.NoError(t, os.WriteFile(rebootCmd, []byte("#!/bin/sh\necho \"$@\" >>"+calls+"\n"), 0o755))
+	require.NoError(t, os.WriteFile(h.config, []byte("daemon:\n  reboot_command: ["+rebootCmd+", now]\n"), 0o600))
+
+	argv := filepath.Join(dir, "patch-argv")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" >" + argv + "\necho 'Checking updates'\n" +
+		`echo '{"updates_available":1,"packages":[{"package":"openssl","current_version":"3.0.1","new_version":"3.0.2"}],"dry_run":true}'` + "\n"
+	require.NoError(t, h.srv.SetScriptContent(nannyapitest.DefaultScriptID, []byte(script)))
+	agent := h.srv.Agents()[0]
+	h.srv.SetPackageExceptions(agent, "nginx", "postgresql-15")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var errb lockedBuffer
+	done := make(chan int, 1)
+	go func() { done <- h.runWith(ctx, io.Discard, &errb, "--daemon") }()
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	require.NoError(t, h.srv.WaitSubscribed(wctx, agent, 1), errb.String())
+
+	patchID, err := h.srv.CreatePatchOperation(agent, nannyapitest.PatchOperation{Mode: "dry-run", Exclusions: []string{"nginx", "postgresql-15"}})
+	require.NoError(t, err)
+	require.NoError(t, h.srv.Wait(wctx, func() bool {
+		rec, _ := h.srv.Record(nannyapitest.PatchOperations, patchID)
+		return rec["status"] == "completed"
+	}), errb.String())
+	res, ok := h.srv.PatchResultFor(patchID)
+	require.True(t, ok)
+	assert.Equal(t, "0", res.ExitCode)
+	assert.Contains(t, string(res.Stdout), `"updates_available":1`)
+	got, err := os.ReadFile(argv)
+	require.NoError(t, err)
+	assert.Equal(t, "--dry-run\n--exclude\nnginx,postgresql-15\n", string(got))
+
+	rebootID, err := h.srv.CreateReboot(agent, nannyapitest.RebootOperation{Reason: "kernel update", TimeoutSeconds: 600})
+	require.NoError(t, err)
+	// The server hears nothing more once the reboot is acknowledged, so
+	// the file is polled.
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(calls)
+		return len(b) > 0
+	}, time.Minute, 10*time.Millisecond, "the reboot command never ran: %s", &errb)
+	rec, _ := h.srv.Record(nannyapitest.RebootOperations, rebootID)
+	assert.Equal(t, "rebooting", rec["status"], "acknowledged, and no metrics since")
+
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code, errb.String())
+	case <-time.After(time.Minute):
+		t.Fatal("the daemon did not stop")
+	}
+	b, err := os.ReadFile(calls)
+	require.NoError(t, err)
+	assert.Equal(t, "now\n", string(b), "the configured reboot command ran once")
+	entries, err := os.ReadDir(filepath.Join(filepath.Dir(h.tokenPath), "patches"))
+	require.NoError(t, err)
+	assert.Empty(t, entries, "the script's private directory is removed")
 }

@@ -89,8 +89,8 @@ type Options struct {
 	// Proxmox reports the Proxmox VE inventory (internal/proxmox); nil
 	// on hosts that are not Proxmox VE nodes.
 	Proxmox Runner
-	// Patches and Reboots default to handlers that log that they are not
-	// handled in this build.
+	// Patches and Reboots carry out the fleet operations (internal/patch,
+	// internal/reboot); nil logs and drops them.
 	Patches PatchHandler
 	Reboots RebootHandler
 
@@ -311,15 +311,15 @@ func (d *Daemon) watchdog(ctx context.Context, every time.Duration) {
 	}
 }
 
-// unhandled is the patch and reboot handler of this build.
+// unhandled stands in for a missing patch or reboot handler.
 type unhandled struct{ log *zap.Logger }
 
 func (u unhandled) HandlePatch(_ context.Context, op nannyapi.PatchOperationRecord) error {
-	u.log.Warn("patch operation not handled in this build", zap.String("id", op.ID), zap.String("mode", op.Mode))
+	u.log.Warn("patch operation dropped: no patch handler", zap.String("id", op.ID), zap.String("mode", op.Mode))
 	return nil
 }
 
 func (u unhandled) HandleReboot(_ context.Context, op nannyapi.RebootOperationRecord) error {
-	u.log.Warn("reboot operation not handled in this build", zap.String("id", op.ID), zap.String("reason", op.Reason))
+	u.log.Warn("reboot operation dropped: no reboot handler", zap.String("id", op.ID), zap.String("reason", op.Reason))
 	return nil
 }
