@@ -694,3 +694,17 @@ func TestNewChecksOptions(t *testing.T) {
 	require.Equal(t, DefaultPct, h.o.Pct)
 	require.Equal(t, 5, h.o.UploadRetry.MaxAttempts)
 }
+
+// A run directory an earlier, killed agent left behind is removed by the
+// next run (f.run checks the base directory is empty afterwards).
+func TestStaleRunDirectoryRemoved(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	f.setScript(recorder)
+	stale := filepath.Join(f.base, "run-123456")
+	require.NoError(t, os.MkdirAll(stale, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(stale, "patch-script"), []byte("#!/bin/sh\n"), 0o700))
+	out := f.run(f.op(nannyapitest.PatchOperation{}))
+	require.Empty(t, out.Refused)
+	require.NoDirExists(t, stale)
+}

@@ -56,7 +56,8 @@ func (h *Handler) execute(ctx context.Context, p *plan, script []byte, log *zap.
 	if err := os.MkdirAll(h.o.BaseDir, 0o700); err != nil {
 		return refused(fmt.Errorf("making the patch directory: %w", err))
 	}
-	dir, err := os.MkdirTemp(h.o.BaseDir, "run-")
+	h.removeStale(log)
+	dir, err := os.MkdirTemp(h.o.BaseDir, runPrefix)
 	if err != nil {
 		return refused(fmt.Errorf("making the run's directory: %w", err))
 	}
@@ -88,6 +89,30 @@ func (h *Handler) execute(ctx context.Context, p *plan, script []byte, log *zap.
 		environ = h.o.Environ
 	}
 	return h.run(ctx, argv, dir, stdin, scriptEnv(environ(), dir), log)
+}
+
+// runPrefix starts the name of each run's directory.
+const runPrefix = "run-"
+
+// removeStale removes the directories of runs that never finished (the
+// agent was killed mid-run): the daemon runs one patch at a time, so any
+// run directory there now is left over.
+func (h *Handler) removeStale(log *zap.Logger) {
+	entries, err := os.ReadDir(h.o.BaseDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), runPrefix) {
+			continue
+		}
+		stale := filepath.Join(h.o.BaseDir, e.Name())
+		if err := os.RemoveAll(stale); err != nil {
+			log.Warn("could not remove a run directory left by an earlier agent", zap.String("dir", stale), zap.Error(err))
+			continue
+		}
+		log.Info("removed a run directory left by an earlier agent", zap.String("dir", stale))
+	}
 }
 
 // writeScript creates the script file, executable by its owner only.
