@@ -123,7 +123,7 @@ var keyInfos = map[string]keyInfo{
 	"daemon.patch_timeout_sec": {desc: "Seconds a patch script may run; then it is killed with its whole process " +
 		"group and reported failed.", min: 60, max: 86400, unit: "seconds"},
 	"daemon.reboot_command": {desc: "The host reboot command and its arguments; empty means `systemctl reboot`, " +
-		"falling back to `shutdown -r now`.",
+		"falling back to `shutdown -r now`. Container reboots always use `pct reboot <vmid>`.",
 		rule: fmt.Sprintf("empty, or an absolute program path and its arguments: at most %d items, each non-empty, "+
 			"at most %d bytes and without NUL", maxRebootArgs, maxRebootArgLen)},
 	"daemon.reboot_dry_run": {desc: "Acknowledge reboot operations and log the command instead of running it."},
