@@ -55,8 +55,9 @@ func Num(t testing.TB, cell string) uint64 {
 }
 
 // CopyBinary copies the executable src under name into a temporary
-// directory and returns its path: a process started from it has comm name,
-// which no other process on the machine shares, so comm-keyed counts stay
+// directory and returns its path: a process started from it has comm name.
+// Give a name from UniqueComm, which no other process on the host shares
+// (not even a concurrent run of the same test), so comm-keyed counts stay
 // exact.
 func CopyBinary(t testing.TB, src, name string) string {
 	t.Helper()
@@ -82,9 +83,26 @@ func SelfCommand(t testing.TB, env, value string) *exec.Cmd {
 	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
-	cmd := exec.Command(self, "-test.run=^$")
+	return SelfCommandFrom(t, self, env, value)
+}
+
+// SelfCommandFrom is SelfCommand run from bin, a copy of the test binary
+// (SelfCopy): the helper's comm is then bin's name rather than the test
+// binary's, which every run of the same test shares.
+func SelfCommandFrom(t testing.TB, bin, env, value string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), env+"="+value)
 	return cmd
+}
+
+// SelfCopy copies the test binary under name (CopyBinary) for
+// SelfCommandFrom.
+func SelfCopy(t testing.TB, name string) string {
+	t.Helper()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	return CopyBinary(t, self, name)
 }
 
 // Thread is a goroutine locked to its own OS thread, so that a tid filter

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -84,18 +83,14 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// uniqueGetent copies getent under a unique 15-character name, so that a
-// comm filter keeps exactly this test's lookups.
+// uniqueGetent copies getent under a unique name, so that a comm filter
+// keeps exactly this test's lookups.
 func uniqueGetent(t *testing.T) string {
 	src, err := exec.LookPath("getent")
 	if err != nil {
 		t.Skip("getent not installed")
 	}
-	data, err := os.ReadFile(src)
-	require.NoError(t, err)
-	bin := filepath.Join(t.TempDir(), fmt.Sprintf("nanny-ge-%06d", rand.IntN(1e6)))
-	require.NoError(t, os.WriteFile(bin, data, 0o755))
-	return bin
+	return catalogtest.CopyBinary(t, src, catalogtest.UniqueComm(t, "getent"))
 }
 
 func getent(bin string, args ...string) { _ = exec.Command(bin, args...).Run() }

@@ -97,33 +97,29 @@ func TestExecCountsExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	// A copy with a unique name, so other processes on the machine cannot
-	// change the count.
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "nanny-exec-ok")
-	data, err := os.ReadFile(truePath)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(bin, data, 0o755))
-	missing := filepath.Join(dir, "nanny-missing")
+	// Unique names, a copy and a missing file: nothing else the machine
+	// runs can change the counts.
+	name, missingName := catalogtest.UniqueComm(t, "exec-ok"), catalogtest.UniqueComm(t, "missing")
+	bin := catalogtest.CopyBinary(t, truePath, name)
+	missing := filepath.Join(t.TempDir(), missingName)
 
 	const ok, failed = 100, 7
-	// Unique names: nothing else the machine runs can change the counts.
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(bin, "arg1", "two words").Run()) })
 		catalogtest.Repeat(failed, func() { require.Error(t, exec.Command(missing).Run()) })
 	})
 	require.Zero(t, res.Lost)
-	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], "nanny-exec-ok", 1))
-	assert.Equal(t, uint64(failed), cell(t, res.Tables[0], "nanny-missing", 1), "a failed exec counts as the program asked for")
+	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], name, 1))
+	assert.Equal(t, uint64(failed), cell(t, res.Tables[0], missingName, 1), "a failed exec counts as the program asked for")
 	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
 	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missing)[1])
 	// Samples carry the argv.
 	var sawArgv bool
 	for _, r := range res.Samples.Rows {
-		if strings.HasSuffix(r[6], "nanny-exec-ok arg1 two words") {
+		if strings.HasSuffix(r[6], name+" arg1 two words") {
 			assert.Equal(t, bin, r[5], "filename")
 			sawArgv = true
-			assert.Equal(t, "nanny-exec-ok", r[3])
+			assert.Equal(t, name, r[3])
 			assert.Equal(t, "0", r[4])
 			assert.Equal(t, catalog.U(os.Getpid()), r[1], "ppid is the test process")
 		}
@@ -135,7 +131,7 @@ func TestExecFiltersFailedAndComm(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	const name = "nanny-fail-comm"
+	name := catalogtest.UniqueComm(t, "failcomm")
 	bin := catalogtest.CopyBinary(t, truePath, name)
 	missing := filepath.Join(t.TempDir(), name)
 	// Failed-only with a comm keeps the failures of that program alone.
@@ -177,7 +173,7 @@ func TestExecCommIsTheProgramStarted(t *testing.T) {
 	require.NoError(t, err)
 	self, err := os.Executable()
 	require.NoError(t, err)
-	const name, other = "nanny-comm-tgt", "nanny-comm-oth"
+	name, other := catalogtest.UniqueComm(t, "comm-tgt"), catalogtest.UniqueComm(t, "comm-oth")
 	target := catalogtest.CopyBinary(t, truePath, name)
 	otherBin := catalogtest.CopyBinary(t, truePath, other)
 	// A parent that has the filter's comm: the test binary copied under it.
@@ -325,16 +321,14 @@ func TestExecPerfBufferFallback(t *testing.T) {
 	catalogtest.Kernel(t)
 	k := catalog.NewKernel(nil)
 	k.Disable[catalog.FeatureRingBuf] = true
-	bin := filepath.Join(t.TempDir(), "nanny-exec-pb")
-	data, err := os.ReadFile("/bin/true")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(bin, data, 0o755))
+	name := catalogtest.UniqueComm(t, "exec-pb")
+	bin := catalogtest.CopyBinary(t, "/bin/true", name)
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
 		catalogtest.Repeat(50, func() { require.NoError(t, exec.Command(bin).Run()) })
 	})
 	assert.Contains(t, res.Attach, "perf buffer")
 	assert.Zero(t, res.Lost)
-	assert.Equal(t, uint64(50), cell(t, res.Tables[0], "nanny-exec-pb", 1))
+	assert.Equal(t, uint64(50), cell(t, res.Tables[0], name, 1))
 }
 
 // Which way the pointers of a failed exec are found: a filter must see the
@@ -382,9 +376,11 @@ func TestExecEveryPathExactly(t *testing.T) {
 func runEveryPath(t *testing.T, k *catalog.Kernel) {
 	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	bin := catalogtest.CopyBinary(t, truePath, "nanny-exec-ok")
-	long := catalogtest.CopyBinary(t, truePath, "nanny-exec-long")
-	binAt := catalogtest.CopyBinary(t, truePath, "nanny-execat-ok")
+	// Unique names: a comm counted or checked here is this test's alone.
+	okName, longName, atName := catalogtest.UniqueComm(t, "exec-ok"), catalogtest.UniqueComm(t, "execlong"), catalogtest.UniqueComm(t, "execat")
+	bin := catalogtest.CopyBinary(t, truePath, okName)
+	long := catalogtest.CopyBinary(t, truePath, longName)
+	binAt := catalogtest.CopyBinary(t, truePath, atName)
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nanny-missing")
 	missingLong := filepath.Join(dir, "nanny-missing-long")
@@ -447,18 +443,18 @@ func runEveryPath(t *testing.T, k *catalog.Kernel) {
 			}
 		}
 	}
-	check(bin, ok, 0, "nanny-exec-ok", []string{bin, "arg1", "two words"}, false)
+	check(bin, ok, 0, okName, []string{bin, "arg1", "two words"}, false)
 	check(missing, failed, -2, comm, []string{missing, "x", "y z"}, false)
 	// A successful exec sends the first 1024 bytes of its argv; a failed
 	// one its first 20 arguments.
-	check(long, 1, 0, "nanny-exec-long", catalog.SplitArgs([]byte(strings.Join(longArgv, "\x00")), 1024), true)
+	check(long, 1, 0, longName, catalog.SplitArgs([]byte(strings.Join(longArgv, "\x00")), 1024), true)
 	check(missingLong, 1, -2, comm, manyArgv[:20], true)
 	check(missingAt, failedAt, -2, comm, []string{missingAt, "at"}, false)
 	// Exec from a thread that is not the leader: it takes the leader's id.
-	check(binAt, 1, 0, "nanny-execat-ok", []string{binAt, "at"}, false)
+	check(binAt, 1, 0, atName, []string{binAt, "at"}, false)
 	assert.Equal(t, int32(helper), got[binAt][0].TID)
 
-	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], "nanny-exec-ok", 1))
+	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], okName, 1))
 	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
 	assert.Equal(t, uint64(failedAt), cell(t, res.Tables[1], missingAt, 2))
 	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missingAt)[1])

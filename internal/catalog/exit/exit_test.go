@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,26 +18,32 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// helperEnv turns the test binary into a multi-threaded process that exits
-// with the code it names: one process exit, however many threads end.
+// helperEnv turns the test binary into a multi-threaded process that names
+// itself and exits with a code, as its value "code|name" says: one process
+// exit, however many threads end.
 const helperEnv = "NANNY_EXIT_HELPER"
 
-const helperComm = "nanny-mt-exit"
+// helperComm is the helper's name, unique to this test process.
+func helperComm(t *testing.T) string { return catalogtest.UniqueComm(t, "mt-exit") }
 
 func TestMain(m *testing.M) {
-	if code := os.Getenv(helperEnv); code != "" {
-		multiThreadedExit(code)
+	if spec := os.Getenv(helperEnv); spec != "" {
+		multiThreadedExit(spec)
 	}
 	os.Exit(m.Run())
 }
 
-func multiThreadedExit(code string) {
+func multiThreadedExit(spec string) {
+	code, name, ok := strings.Cut(spec, "|")
+	if !ok {
+		os.Exit(100)
+	}
 	n, err := strconv.Atoi(code)
 	if err != nil {
 		os.Exit(100)
 	}
 	// /proc/self is the thread group leader: this names the process.
-	if err := os.WriteFile("/proc/self/comm", []byte(helperComm), 0); err != nil {
+	if err := os.WriteFile("/proc/self/comm", []byte(name), 0); err != nil {
 		os.Exit(101)
 	}
 	var ready sync.WaitGroup
@@ -78,7 +85,8 @@ func TestStatus(t *testing.T) {
 
 func TestExitCountsExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-sh")
+	comm := catalogtest.UniqueComm(t, "exit-sh")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", comm)
 	const ok, code3, killed = 20, 10, 5
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
@@ -95,7 +103,7 @@ func TestExitCountsExactly(t *testing.T) {
 			require.Equal(t, syscall.SIGKILL, ee.Sys().(syscall.WaitStatus).Signal())
 		})
 		// Five threads, one process: counted once.
-		cmd := catalogtest.SelfCommand(t, helperEnv, "7")
+		cmd := catalogtest.SelfCommand(t, helperEnv, "7|"+helperComm(t))
 		err := cmd.Run()
 		var ee *exec.ExitError
 		require.ErrorAs(t, err, &ee)
@@ -103,11 +111,11 @@ func TestExitCountsExactly(t *testing.T) {
 	})
 	require.Zero(t, res.Lost)
 	byStatus := res.Tables[0]
-	assert.Equal(t, uint64(ok), cell(t, byStatus, "nanny-exit-sh", "exit 0", 2))
-	assert.Equal(t, uint64(code3), cell(t, byStatus, "nanny-exit-sh", "exit 3", 2))
-	assert.Equal(t, uint64(killed), cell(t, byStatus, "nanny-exit-sh", "SIGKILL", 2))
-	assert.Equal(t, uint64(1), cell(t, byStatus, helperComm, "exit 7", 2))
-	assert.Equal(t, uint64(code3+killed), cell(t, res.Tables[1], "nanny-exit-sh", "", 1))
+	assert.Equal(t, uint64(ok), cell(t, byStatus, comm, "exit 0", 2))
+	assert.Equal(t, uint64(code3), cell(t, byStatus, comm, "exit 3", 2))
+	assert.Equal(t, uint64(killed), cell(t, byStatus, comm, "SIGKILL", 2))
+	assert.Equal(t, uint64(1), cell(t, byStatus, helperComm(t), "exit 7", 2))
+	assert.Equal(t, uint64(code3+killed), cell(t, res.Tables[1], comm, "", 1))
 	assert.GreaterOrEqual(t, res.Events, uint64(ok+code3+killed+1))
 	require.Len(t, res.Histograms, 1)
 	assert.GreaterOrEqual(t, res.Histograms[0].Count, uint64(ok+code3+killed+1))
@@ -115,7 +123,7 @@ func TestExitCountsExactly(t *testing.T) {
 	// Samples name the abnormal exits: the test is their parent.
 	var sawKill, sawCode bool
 	for _, r := range res.Samples.Rows {
-		if r[3] != "nanny-exit-sh" {
+		if r[3] != comm {
 			continue
 		}
 		assert.Equal(t, catalog.U(os.Getpid()), r[1])
@@ -128,16 +136,17 @@ func TestExitCountsExactly(t *testing.T) {
 
 func TestExitFilterFailedAndComm(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-f")
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{FailedOnly: true, Comm: "nanny-exit-f"}, func() {
+	comm := catalogtest.UniqueComm(t, "exit-f")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", comm)
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{FailedOnly: true, Comm: comm}, func() {
 		catalogtest.Repeat(6, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
 		catalogtest.Repeat(4, func() { require.Error(t, exec.Command(sh, "-c", "exit 2").Run()) })
 		catalogtest.Repeat(2, func() { require.Error(t, exec.Command(sh, "-c", "kill -TERM $$").Run()) })
 	})
 	require.Zero(t, res.Lost)
 	assert.Equal(t, uint64(6), res.Events)
-	assert.Equal(t, uint64(4), cell(t, res.Tables[0], "nanny-exit-f", "exit 2", 2))
-	assert.Equal(t, uint64(2), cell(t, res.Tables[0], "nanny-exit-f", "SIGTERM", 2))
+	assert.Equal(t, uint64(4), cell(t, res.Tables[0], comm, "exit 2", 2))
+	assert.Equal(t, uint64(2), cell(t, res.Tables[0], comm, "SIGTERM", 2))
 	assert.Len(t, res.Tables[0].Rows, 2)
 	assert.Len(t, res.Samples.Rows, 6)
 }
@@ -157,15 +166,16 @@ func TestExitAttachFallbacks(t *testing.T) {
 			for _, f := range c.disable {
 				k.Disable[f] = true
 			}
-			sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-exit-fb")
-			res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: "nanny-exit-fb"}, func() {
+			comm := catalogtest.UniqueComm(t, "exit-fb")
+			sh := catalogtest.CopyBinary(t, "/bin/sh", comm)
+			res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: comm}, func() {
 				catalogtest.Repeat(5, func() { require.NoError(t, exec.Command(sh, "-c", "exit 0").Run()) })
 				catalogtest.Repeat(3, func() { require.Error(t, exec.Command(sh, "-c", "kill -9 $$").Run()) })
 			})
 			assert.Contains(t, res.Attach, c.mode)
 			require.Zero(t, res.Lost)
-			assert.Equal(t, uint64(5), cell(t, res.Tables[0], "nanny-exit-fb", "exit 0", 2))
-			assert.Equal(t, uint64(3), cell(t, res.Tables[0], "nanny-exit-fb", "SIGKILL", 2))
+			assert.Equal(t, uint64(5), cell(t, res.Tables[0], comm, "exit 0", 2))
+			assert.Equal(t, uint64(3), cell(t, res.Tables[0], comm, "SIGKILL", 2))
 			assert.Len(t, res.Samples.Rows, 3)
 		})
 	}

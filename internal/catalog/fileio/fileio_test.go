@@ -104,21 +104,19 @@ func TestFileIOShortLivedWriterAndPipe(t *testing.T) {
 	path := uniqueFile(t, "nanny-fileio-child")
 	// A shell under a unique name: the comm filter keeps its I/O apart
 	// from every other process's.
-	shell := filepath.Join(filepath.Dir(path), "nanny-fio-sh")
-	data, err := os.ReadFile("/bin/sh")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(shell, data, 0o755))
+	comm := catalogtest.UniqueComm(t, "fio-sh")
+	shell := catalogtest.CopyBinary(t, "/bin/sh", comm)
 	var child int
 	var pipeIno uint64
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: "nanny-fio-sh"}, func() {
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: comm}, func() {
 		cmd := exec.Command(shell, "-c", `printf hello > "$0"; printf 123456789 >> "$0"`, path)
 		require.NoError(t, cmd.Run())
 		child = cmd.Process.Pid
 	})
 	r := row(t, res.Tables[0], strconv.Itoa(child), path)
-	assert.Equal(t, []string{"nanny-fio-sh", "file", path, "0", "0", "2", "14"}, r[1:8])
+	assert.Equal(t, []string{comm, "file", path, "0", "0", "2", "14"}, r[1:8])
 	for _, r := range res.Tables[0].Rows {
-		assert.Equal(t, "nanny-fio-sh", r[1])
+		assert.Equal(t, comm, r[1])
 	}
 
 	// The test process itself, by pid: its pipe.

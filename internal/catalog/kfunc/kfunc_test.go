@@ -293,8 +293,9 @@ func TestProgramsThroughUprobes(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "helper.c")
 	require.NoError(t, os.WriteFile(src, []byte(helperSource), 0o644))
-	// A unique 15-character name: the comm filter keeps only it.
-	bin := filepath.Join(dir, "nanny-kf-helper")
+	// A unique name: the comm filter keeps only it.
+	comm := catalogtest.UniqueComm(t, "kf-help")
+	bin := filepath.Join(dir, comm)
 	out, err := exec.Command(cc, "-O1", "-o", bin, src).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 
@@ -326,13 +327,13 @@ func TestProgramsThroughUprobes(t *testing.T) {
 	}
 
 	const fast, slow = 200, 3
-	res, pid := runHelper(catalog.Params{Comm: "nanny-kf-helper"}, fast, slow)
+	res, pid := runHelper(catalog.Params{Comm: comm}, fast, slow)
 	assert.Equal(t, uint64(fast+slow), res.Events)
 	assert.Zero(t, res.Lost)
 	assert.Empty(t, res.Notes)
 	require.Len(t, res.Tables[0].Rows, 1)
 	row := res.Tables[0].Rows[0]
-	assert.Equal(t, []string{catalog.U(pid), "nanny-kf-helper", catalog.U(fast + slow)}, row[:3])
+	assert.Equal(t, []string{catalog.U(pid), comm, catalog.U(fast + slow)}, row[:3])
 	maxLat, err := time.ParseDuration(row[6])
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, maxLat, 50*time.Millisecond, "the slowest call slept 50 ms")
@@ -354,7 +355,7 @@ func TestProgramsThroughUprobes(t *testing.T) {
 	assert.Equal(t, uint64(slow), above, "%+v", h.Buckets)
 
 	// min_latency keeps just the slow calls.
-	res, _ = runHelper(catalog.Params{Comm: "nanny-kf-helper", MinLatency: 20 * time.Millisecond}, fast, slow)
+	res, _ = runHelper(catalog.Params{Comm: comm, MinLatency: 20 * time.Millisecond}, fast, slow)
 	assert.Equal(t, uint64(slow), res.Events)
 
 	// A pid filter on another process sees nothing of the helper.

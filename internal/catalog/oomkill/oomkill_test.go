@@ -20,26 +20,28 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// hogEnv turns the test binary into a memory hog: once told to start (a
-// byte on stdin, after the test moved it into the limited cgroup) it
-// touches memory until the OOM killer ends it.
+// hogEnv turns the test binary into a memory hog named by its value
+// (hogComm): once told to start (a byte on stdin, after the test moved it
+// into the limited cgroup) it touches memory until the OOM killer ends it.
 const hogEnv = "NANNY_OOMKILL_HOG"
 
+// hogComm is the hog's name, unique to this test process.
+func hogComm(t *testing.T) string { return catalogtest.UniqueComm(t, "oom-hog") }
+
 const (
-	hogComm  = "nanny-oom-hog"
 	limit    = 32 << 20
 	hogLimit = 512 << 20 // give up (exit 3) rather than eat the machine
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(hogEnv) != "" {
-		hog()
+	if name := os.Getenv(hogEnv); name != "" {
+		hog(name)
 	}
 	os.Exit(m.Run())
 }
 
-func hog() {
-	if err := os.WriteFile("/proc/self/comm", []byte(hogComm), 0); err != nil {
+func hog(name string) {
+	if err := os.WriteFile("/proc/self/comm", []byte(name), 0); err != nil {
 		os.Exit(101)
 	}
 	if _, err := io.ReadFull(os.Stdin, make([]byte, 1)); err != nil {
@@ -127,7 +129,7 @@ func makeMemcg(t *testing.T, dir string, settings [][2]string) *memcg {
 // runHog starts the hog inside cg and waits for the OOM killer to end it.
 func runHog(t *testing.T, cg *memcg) int {
 	t.Helper()
-	cmd := catalogtest.SelfCommand(t, hogEnv, "1")
+	cmd := catalogtest.SelfCommand(t, hogEnv, hogComm(t))
 	in, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -175,12 +177,12 @@ func oomKillExactly(t *testing.T, k *catalog.Kernel, attach string) {
 	require.Len(t, res.Samples.Rows, 1)
 	row := sample(res.Samples, res.Samples.Rows[0])
 	assert.Equal(t, catalog.U(pid), row["victim_pid"])
-	assert.Equal(t, hogComm, row["victim_comm"])
+	assert.Equal(t, hogComm(t), row["victim_comm"])
 	assert.Equal(t, "0", row["uid"])
 	assert.Equal(t, cg.dir, row["memory_cgroup"])
 	// The hog's own page fault ran out of memory: it is also the trigger.
 	assert.Equal(t, catalog.U(pid), row["trigger_pid"])
-	assert.Equal(t, hogComm, row["trigger_comm"])
+	assert.Equal(t, hogComm(t), row["trigger_comm"])
 	anon := catalogtest.Num(t, row["anon_rss_kb"])
 	assert.Greater(t, anon, uint64(limit/1024/2), "most of the limit is the hog's anonymous memory")
 	// rss is the whole process: what it touched before joining the cgroup
@@ -188,7 +190,7 @@ func oomKillExactly(t *testing.T, k *catalog.Kernel, attach string) {
 	assert.LessOrEqual(t, anon, uint64(limit/1024+16<<10))
 	assert.Greater(t, catalogtest.Num(t, row["total_vm_kb"]), anon)
 	assert.Equal(t, [][]string{{cg.dir, "1"}}, res.Tables[1].Rows)
-	assert.Equal(t, [][]string{{hogComm, "1", catalog.U(catalogtest.Num(t, row["anon_rss_kb"]) + catalogtest.Num(t, row["file_rss_kb"]) + catalogtest.Num(t, row["shmem_rss_kb"]))}}, res.Tables[0].Rows)
+	assert.Equal(t, [][]string{{hogComm(t), "1", catalog.U(catalogtest.Num(t, row["anon_rss_kb"]) + catalogtest.Num(t, row["file_rss_kb"]) + catalogtest.Num(t, row["shmem_rss_kb"]))}}, res.Tables[0].Rows)
 }
 
 // Without the victim task (classic tracepoint) the kill is still reported,
@@ -204,13 +206,13 @@ func TestOOMKillClassicTracepoint(t *testing.T) {
 
 	cg := newMemcg(t)
 	var pid int
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: hogComm}, func() { pid = runHog(t, cg) })
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: hogComm(t)}, func() { pid = runHog(t, cg) })
 	require.Zero(t, res.Lost)
 	require.Equal(t, uint64(1), res.Events)
 	assert.Equal(t, "tracepoint, ring buffer", res.Attach)
 	row := sample(res.Samples, res.Samples.Rows[0])
 	assert.Equal(t, catalog.U(pid), row["victim_pid"])
-	assert.Equal(t, hogComm, row["victim_comm"])
+	assert.Equal(t, hogComm(t), row["victim_comm"])
 	assert.Equal(t, "?", row["memory_cgroup"])
 	assert.Equal(t, catalog.U(pid), row["trigger_pid"])
 	assert.Greater(t, catalogtest.Num(t, row["anon_rss_kb"]), uint64(limit/1024/2))

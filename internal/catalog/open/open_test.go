@@ -64,9 +64,10 @@ func helper() int {
 	return 0
 }
 
-func runHelper(t *testing.T, path string, n int, errno syscall.Errno, nofile, uid string) {
+// runHelper runs the helper from bin, the test binary or a copy of it.
+func runHelper(t *testing.T, bin, path string, n int, errno syscall.Errno, nofile, uid string) {
 	t.Helper()
-	cmd := catalogtest.SelfCommand(t, helperEnv, "1")
+	cmd := catalogtest.SelfCommandFrom(t, bin, helperEnv, "1")
 	cmd.Env = append(cmd.Env, "NANNY_OPEN_PATH="+path,
 		"NANNY_OPEN_COUNT="+strconv.Itoa(n), "NANNY_OPEN_ERRNO="+strconv.Itoa(int(errno)))
 	if nofile != "" {
@@ -100,22 +101,42 @@ func TestOpenCountsExactly(t *testing.T) {
 	require.NoError(t, os.WriteFile(emfile, nil, 0o644))
 
 	const nMissing, nExisting, nDenied, nEmfile = 50, 20, 7, 9
-	// The helpers are re-runs of this test binary, so a comm filter keeps
-	// every open of this test (and of no one else): other processes'
-	// busy paths cannot push ours out of the top-20 tables.
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: catalogtest.SelfComm(t)}, func() {
-		catalogtest.Repeat(nMissing, func() {
-			_, err := os.Open(missing)
-			require.ErrorIs(t, err, os.ErrNotExist)
+	// A comm filter on a name this test alone has (not even another run of
+	// this binary) keeps every open of the workload and of no one else:
+	// other processes' busy paths cannot push ours out of the top-20
+	// tables. The test's own opens come from a thread renamed to it, the
+	// helpers from a copy of the test binary under it.
+	comm := catalogtest.UniqueComm(t, "open")
+	helperBin := catalogtest.SelfCopy(t, comm)
+	th := catalogtest.LockedThread(t)
+	th.SetComm(t, comm)
+	var openErrs []error
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: comm}, func() {
+		// No require on the thread: a failure there would never return
+		// from Do. The errors are checked below.
+		th.Do(func() {
+			for i := 0; i < nMissing; i++ {
+				_, err := os.Open(missing)
+				openErrs = append(openErrs, err)
+			}
+			for i := 0; i < nExisting; i++ {
+				f, err := os.Open(existing)
+				if err == nil {
+					err = f.Close()
+				}
+				openErrs = append(openErrs, err)
+			}
 		})
-		catalogtest.Repeat(nExisting, func() {
-			f, err := os.Open(existing)
-			require.NoError(t, err)
-			f.Close()
-		})
-		runHelper(t, locked, nDenied, unix.EACCES, "", "65534")
-		runHelper(t, emfile, nEmfile, unix.EMFILE, "0", "")
+		runHelper(t, helperBin, locked, nDenied, unix.EACCES, "", "65534")
+		runHelper(t, helperBin, emfile, nEmfile, unix.EMFILE, "0", "")
 	})
+	require.Len(t, openErrs, nMissing+nExisting)
+	for _, err := range openErrs[:nMissing] {
+		require.ErrorIs(t, err, os.ErrNotExist)
+	}
+	for _, err := range openErrs[nMissing:] {
+		require.NoError(t, err)
+	}
 	require.Zero(t, res.Lost)
 	paths, fails, errnos, procs := res.Tables[0], res.Tables[1], res.Tables[2], res.Tables[3]
 
@@ -180,10 +201,12 @@ func TestOpenFilters(t *testing.T) {
 	locked := filepath.Join(dir, "nanny-open-locked2")
 	require.NoError(t, os.WriteFile(locked, nil, 0))
 	nobody := uint32(65534)
+	self, err := os.Executable()
+	require.NoError(t, err)
 	res = catalogtest.Run(t, k, Entry{}, catalog.Params{UID: &nobody}, func() {
 		_, err := os.Open(missing) // root's: filtered out
 		require.Error(t, err)
-		runHelper(t, locked, 4, unix.EACCES, "", "65534")
+		runHelper(t, self, locked, 4, unix.EACCES, "", "65534")
 	})
 	assert.Equal(t, []string{locked, "EACCES", "4"}, catalogtest.Row(t, res.Tables[1], locked))
 	for _, r := range res.Tables[0].Rows {

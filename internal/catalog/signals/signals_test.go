@@ -17,22 +17,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// helperEnv turns the test binary into a signal target: it acknowledges
-// each SIGUSR1 on stdout, so the next one is never merged into a pending
-// one.
+// helperEnv turns the test binary into a signal target named by its value
+// (targetComm): it acknowledges each SIGUSR1 on stdout, so the next one is
+// never merged into a pending one.
 const helperEnv = "NANNY_SIGNALS_HELPER"
 
-const targetComm = "nanny-sig-tgt"
+// targetComm is the signal target's name, unique to this test process.
+func targetComm(t *testing.T) string { return catalogtest.UniqueComm(t, "sig-tgt") }
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) != "" {
-		signalTarget()
+	if name := os.Getenv(helperEnv); name != "" {
+		signalTarget(name)
 	}
 	os.Exit(m.Run())
 }
 
-func signalTarget() {
-	if err := os.WriteFile("/proc/self/comm", []byte(targetComm), 0); err != nil {
+func signalTarget(name string) {
+	if err := os.WriteFile("/proc/self/comm", []byte(name), 0); err != nil {
 		os.Exit(101)
 	}
 	usr1 := make(chan os.Signal, 1)
@@ -50,7 +51,7 @@ type target struct {
 
 func startTarget(t *testing.T) *target {
 	t.Helper()
-	cmd := catalogtest.SelfCommand(t, helperEnv, "1")
+	cmd := catalogtest.SelfCommand(t, helperEnv, targetComm(t))
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -111,7 +112,7 @@ func TestSignalsCountsExactly(t *testing.T) {
 		assert.Equal(t, catalog.U(me), r[0], "sender filter")
 		if r[2] == catalog.U(child) {
 			toChild++
-			assert.Equal(t, targetComm, r[3])
+			assert.Equal(t, targetComm(t), r[3])
 		}
 	}
 	assert.Equal(t, 2, toChild, "rows: %v", pairs.Rows)
@@ -128,14 +129,15 @@ func TestSignalsChildExit(t *testing.T) {
 	classic := catalog.NewKernel(nil)
 	classic.Disable[catalog.FeatureTpBTF] = true
 	classic.Disable[catalog.FeatureRawTracepoint] = true
-	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-sig-sh")
+	comm := catalogtest.UniqueComm(t, "sig-sh")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", comm)
 	for _, c := range []struct {
 		name string
 		k    *catalog.Kernel
 	}{{"default", k}, {"tracepoint", classic}} {
 		t.Run(c.name, func(t *testing.T) {
 			var pids []int
-			res := catalogtest.Run(t, c.k, Entry{}, catalog.Params{Comm: "nanny-sig-sh"}, func() {
+			res := catalogtest.Run(t, c.k, Entry{}, catalog.Params{Comm: comm}, func() {
 				for i := 0; i < 3; i++ {
 					cmd := exec.Command(sh, "-c", "exit 0")
 					require.NoError(t, cmd.Run())
@@ -155,7 +157,7 @@ func TestSignalsChildExit(t *testing.T) {
 
 func TestSignalsFailedOnlyFromOnePID(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	sh := catalogtest.CopyBinary(t, "/bin/sh", "nanny-sig-ign")
+	sh := catalogtest.CopyBinary(t, "/bin/sh", catalogtest.UniqueComm(t, "sig-ign"))
 	var child, ignorer int
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: uint32(os.Getpid()), FailedOnly: true}, func() {
 		tg := startTarget(t)

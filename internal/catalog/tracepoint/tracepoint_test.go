@@ -17,7 +17,7 @@ import (
 )
 
 // helperEnv makes the test binary a workload process: it calls getppid the
-// given number of times and exits, under the test binary's comm.
+// given number of times and exits, under the name of the file it runs from.
 const helperEnv = "NANNY_TRACEPOINT_HELPER_GETPPID"
 
 func TestMain(m *testing.M) {
@@ -189,23 +189,31 @@ func TestTargetSpellings(t *testing.T) {
 }
 
 // Two processes under one comm: the comm filter keeps both and nothing
-// else on the machine, and each gets its own exact row.
+// else on the machine, and each gets its own exact row. The comm is this
+// test's alone, even beside another run of this binary: in the test
+// process, a thread renamed to it makes the calls; the child runs from a
+// copy of the test binary under it.
 func TestCountsPerProcessWithCommFilter(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	const parentN, childN = 300, 700
+	comm := catalogtest.UniqueComm(t, "tp-ppid")
+	childBin := catalogtest.SelfCopy(t, comm)
+	th := catalogtest.LockedThread(t)
+	th.SetComm(t, comm)
 	var childPID int
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, Comm: catalogtest.SelfComm(t)}, func() {
-		getppid(parentN)
-		cmd := catalogtest.SelfCommand(t, helperEnv, strconv.Itoa(childN))
-		require.NoError(t, cmd.Run())
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Target: getppidTP, Comm: comm}, func() {
+		th.Do(func() { getppid(parentN) })
+		cmd := catalogtest.SelfCommandFrom(t, childBin, helperEnv, strconv.Itoa(childN))
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
 		childPID = cmd.Process.Pid
 	})
 	assert.Equal(t, uint64(parentN+childN), res.Events)
 	assert.Equal(t, [][]string{
-		{catalog.U(childPID), catalogtest.SelfComm(t), catalog.U(childN)},
-		{catalog.U(os.Getpid()), catalogtest.SelfComm(t), catalog.U(parentN)},
+		{catalog.U(childPID), comm, catalog.U(childN)},
+		{catalog.U(os.Getpid()), comm, catalog.U(parentN)},
 	}, firstCols(res.Tables[0], 3))
-	assert.Equal(t, []string{catalogtest.SelfComm(t), catalog.U(parentN + childN), "2"}, res.Tables[1].Rows[0])
+	assert.Equal(t, []string{comm, catalog.U(parentN + childN), "2"}, res.Tables[1].Rows[0])
 }
 
 // A tid filter counts only the calls of one thread.
