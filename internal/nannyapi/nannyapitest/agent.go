@@ -50,8 +50,7 @@ func (s *Server) handleAgent(w http.ResponseWriter, r *http.Request, body []byte
 	var req struct {
 		Action string `json:"action"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	s.mu.Lock()
@@ -113,8 +112,7 @@ func (s *Server) authorizeAction(w http.ResponseWriter, r *http.Request, body []
 	var req struct {
 		UserCode string `json:"user_code"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	if req.UserCode == "" {
@@ -131,10 +129,7 @@ func (s *Server) authorizeAction(w http.ResponseWriter, r *http.Request, body []
 		errorJSON(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Success bool   `json:"success"`
-		Message string `json:"message"`
-	}{true, "device authorized"})
+	writeSuccess(w, "device authorized")
 }
 
 // hostFields are the agent fields register, register-with-token and
@@ -209,8 +204,7 @@ func (s *Server) register(w http.ResponseWriter, body []byte) {
 		DeviceCode string `json:"device_code"`
 		hostFields
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	if req.DeviceCode == "" {
@@ -293,8 +287,7 @@ func (s *Server) refresh(w http.ResponseWriter, body []byte, renew bool) {
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	if req.RefreshToken == "" {
@@ -333,8 +326,7 @@ func (s *Server) refresh(w http.ResponseWriter, body []byte, renew bool) {
 // the agent bound to the nsk_ bearer (created on first use).
 func (s *Server) registerWithToken(w http.ResponseWriter, r *http.Request, body []byte) {
 	var req hostFields
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	tok := bearer(r)
@@ -411,21 +403,15 @@ func (s *Server) ingestMetrics(w http.ResponseWriter, r *http.Request, body []by
 		SystemMetrics wireSystemMetrics `json:"system_metrics"`
 		hostFields
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	if req.PlatformFamily == "" {
 		errorJSON(w, http.StatusBadRequest, "platform_family required")
 		return
 	}
-	auth := s.authenticate(r)
+	auth := s.requireAgent(w, r, http.StatusUnauthorized, "invalid agent authentication")
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
-		return
-	}
-	if !auth.isAgent() {
-		errorJSON(w, http.StatusUnauthorized, "invalid agent authentication")
 		return
 	}
 	s.mu.Lock()
@@ -467,10 +453,7 @@ func (s *Server) ingestMetrics(w http.ResponseWriter, r *http.Request, body []by
 	}
 	a.metrics = &stored
 	a.metricsCount++
-	writeJSON(w, http.StatusOK, struct {
-		Success bool   `json:"success"`
-		Message string `json:"message"`
-	}{true, "metrics recorded"})
+	writeSuccess(w, "metrics recorded")
 }
 
 // metricsValid checks the agent_metrics columns' constraints:
@@ -551,14 +534,14 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"agents": items})
 }
 
-// ownAgent binds {"agent_id"} and finds the caller's agent; it writes
-// the error and returns nil when that fails.
-func (s *Server) ownAgent(w http.ResponseWriter, r *http.Request, body []byte) *agent {
+// actionAgent binds the {"agent_id"} of a user action (health, revoke)
+// and finds the caller's agent; it writes the error and returns nil
+// when that fails.
+func (s *Server) actionAgent(w http.ResponseWriter, r *http.Request, body []byte) *agent {
 	var req struct {
 		AgentID string `json:"agent_id"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return nil
 	}
 	if req.AgentID == "" {
@@ -571,21 +554,17 @@ func (s *Server) ownAgent(w http.ResponseWriter, r *http.Request, body []byte) *
 		return nil
 	}
 	s.mu.Lock()
-	a, ok := s.agents[req.AgentID]
+	a, status, msg := s.ownAgentLocked(auth.id, req.AgentID, "agent not found", "not your agent")
 	s.mu.Unlock()
-	if !ok {
-		errorJSON(w, http.StatusNotFound, "agent not found")
-		return nil
-	}
-	if a.userID != auth.id {
-		errorJSON(w, http.StatusForbidden, "not your agent")
+	if msg != "" {
+		errorJSON(w, status, msg)
 		return nil
 	}
 	return a
 }
 
 func (s *Server) agentHealth(w http.ResponseWriter, r *http.Request, body []byte) {
-	a := s.ownAgent(w, r, body)
+	a := s.actionAgent(w, r, body)
 	if a == nil {
 		return
 	}
@@ -613,13 +592,10 @@ func (s *Server) agentHealth(w http.ResponseWriter, r *http.Request, body []byte
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, body []byte) {
-	a := s.ownAgent(w, r, body)
+	a := s.actionAgent(w, r, body)
 	if a == nil {
 		return
 	}
 	s.RevokeAgent(a.id)
-	writeJSON(w, http.StatusOK, struct {
-		Success bool   `json:"success"`
-		Message string `json:"message"`
-	}{true, "agent revoked"})
+	writeSuccess(w, "agent revoked")
 }

@@ -53,43 +53,21 @@ func parsePB(v any) time.Time {
 func recString(rec map[string]any, k string) string { s, _ := rec[k].(string); return s }
 
 func (s *Server) handleInvestigations(w http.ResponseWriter, r *http.Request, body []byte) {
-	auth := s.authenticate(r)
+	auth, owner := s.requireOwner(w, r)
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
 		return
 	}
-	s.mu.Lock()
-	owner := s.ownerLocked(auth)
-	s.mu.Unlock()
-	if owner == "" {
-		errorJSON(w, http.StatusForbidden, "agent has no owner")
-		return
-	}
-	id := r.URL.Query().Get("id")
-	switch r.Method {
-	case http.MethodPost:
-		s.postInvestigation(w, auth, owner, body)
-	case http.MethodGet:
-		if id != "" {
-			s.getInvestigation(w, owner, id)
-			return
-		}
-		s.listInvestigations(w, owner)
-	case http.MethodPatch:
-		if id == "" {
-			errorJSON(w, http.StatusBadRequest, "id parameter required")
-			return
-		}
-		s.patchInvestigation(w, owner, id, body)
-	default:
-		errorJSON(w, http.StatusMethodNotAllowed, "method not allowed")
-	}
+	byID{
+		create: func() { s.postInvestigation(w, auth, owner, body) },
+		get:    func(id string) { s.getInvestigation(w, owner, id) },
+		list:   func() { s.listInvestigations(w, owner) },
+		update: func(id string) { s.patchInvestigation(w, owner, id, body) },
+	}.route(w, r)
 }
 
 func (s *Server) postInvestigation(w http.ResponseWriter, auth *authRecord, owner string, body []byte) {
 	var m map[string]any
-	if json.Unmarshal(body, &m) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid JSON")
+	if !decodeBody(w, body, &m, "invalid JSON") {
 		return
 	}
 	if invID, ok := m["investigation_id"].(string); ok {
@@ -101,8 +79,7 @@ func (s *Server) postInvestigation(w http.ResponseWriter, auth *authRecord, owne
 		Issue    string `json:"issue"`
 		Priority string `json:"priority"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request format")
+	if !decodeBody(w, body, &req, "invalid request format") {
 		return
 	}
 	initiatedBy := "user"
@@ -135,12 +112,9 @@ func (s *Server) createInvestigationLocked(owner, agentID, issue, priority, init
 	if len(issue) < 10 {
 		return nil, "issue must be at least 10 characters long"
 	}
-	a, ok := s.agents[agentID]
-	if !ok {
-		return nil, "agent not found: " + errNoRows
-	}
-	if a.userID != owner {
-		return nil, "unauthorized: agent does not belong to user"
+	if _, _, msg := s.ownAgentLocked(owner, agentID,
+		"agent not found: "+errNoRows, "unauthorized: agent does not belong to user"); msg != "" {
+		return nil, msg
 	}
 	if utf8.RuneCountInString(issue) > 2000 {
 		return nil, "failed to save investigation: " + validationError(map[string]string{"user_prompt": maxLenMsg(2000)})
@@ -174,31 +148,20 @@ func (s *Server) investigationResponse(rec map[string]any) investigationResponse
 	return resp
 }
 
-// ownInvestigation finds an investigation of owner; the message is the
-// backend's error text when it cannot.
-func (s *Server) ownInvestigationLocked(owner, id string) (map[string]any, string) {
-	rec, ok := s.collections[Investigations].recs[id]
-	if !ok {
-		return nil, "investigation not found: " + errNoRows
-	}
-	if recString(rec, "user_id") != owner {
-		return nil, "unauthorized: investigation does not belong to user"
-	}
-	return rec, ""
-}
+// The get and patch handlers' refusals of an investigation id, which
+// they answer with one status (the proxy words its own).
+const (
+	investigationNotFound = "investigation not found: " + errNoRows
+	investigationNotYours = "unauthorized: investigation does not belong to user"
+)
 
 func (s *Server) getInvestigation(w http.ResponseWriter, owner, id string) {
-	s.mu.Lock()
-	rec, msg := s.ownInvestigationLocked(owner, id)
-	var resp investigationResponse
-	if msg == "" {
-		resp = s.investigationResponse(rec)
-	}
-	s.mu.Unlock()
+	rec, _, msg := s.ownRecord(Investigations, ownedByUser(owner), id, investigationNotFound, investigationNotYours)
 	if msg != "" {
 		errorJSON(w, http.StatusNotFound, msg)
 		return
 	}
+	resp := s.investigationResponse(rec)
 	if resp.EpisodeID != "" && s.opts.NoClickHouse {
 		panicked(w)
 		return
@@ -207,22 +170,13 @@ func (s *Server) getInvestigation(w http.ResponseWriter, owner, id string) {
 }
 
 func (s *Server) listInvestigations(w http.ResponseWriter, owner string) {
-	s.mu.Lock()
-	c := s.collections[Investigations]
-	var items []investigationListItem // null when empty, as the backend answers
-	for _, id := range c.order {
-		rec := c.recs[id]
-		if recString(rec, "user_id") != owner {
-			continue
-		}
-		items = append(items, investigationListItem{
-			ID: id, AgentID: recString(rec, "agent_id"), UserPrompt: recString(rec, "user_prompt"),
+	writeJSON(w, http.StatusOK, listOwned(s, Investigations, owner, func(rec map[string]any) investigationListItem {
+		return investigationListItem{
+			ID: recString(rec, "id"), AgentID: recString(rec, "agent_id"), UserPrompt: recString(rec, "user_prompt"),
 			Priority: recString(rec, "priority"), Status: recString(rec, "status"),
 			InitiatedAt: parsePB(rec["initiated_at"]), CompletedAt: timePtr(parsePB(rec["completed_at"])),
-		})
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, items)
+		}
+	}))
 }
 
 func (s *Server) patchInvestigation(w http.ResponseWriter, owner, id string, body []byte) {
@@ -231,15 +185,15 @@ func (s *Server) patchInvestigation(w http.ResponseWriter, owner, id string, bod
 		ResolutionPlan string `json:"resolution_plan"`
 		EpisodeID      string `json:"episode_id"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.collections[Investigations]
 	if req.EpisodeID != "" {
-		rec, msg := s.ownInvestigationLocked(owner, id)
+		rec, _, msg := s.ownRecordLocked(Investigations, ownedByUser(owner), id,
+			investigationNotFound, investigationNotYours)
 		if msg != "" {
 			errorJSON(w, http.StatusBadRequest, msg)
 			return
@@ -248,7 +202,8 @@ func (s *Server) patchInvestigation(w http.ResponseWriter, owner, id string, bod
 		s.saveLocked(c, rec)
 	}
 	if req.Status != "" {
-		rec, msg := s.ownInvestigationLocked(owner, id)
+		rec, _, msg := s.ownRecordLocked(Investigations, ownedByUser(owner), id,
+			investigationNotFound, investigationNotYours)
 		if msg != "" {
 			errorJSON(w, http.StatusBadRequest, msg)
 			return
@@ -303,27 +258,18 @@ type chatMessage struct {
 
 // proxy is the TensorZero proxy: a chat turn of an investigation.
 func (s *Server) proxy(w http.ResponseWriter, owner, invID string, body []byte) {
-	s.mu.Lock()
-	rec, ok := s.collections[Investigations].recs[invID]
-	var episode string
-	if ok {
-		episode = recString(rec, "episode_id")
-	}
-	s.mu.Unlock()
-	if !ok {
-		errorJSON(w, http.StatusNotFound, "investigation not found")
+	rec, status, msg := s.ownRecord(Investigations, ownedByUser(owner), invID,
+		"investigation not found", "unauthorized")
+	if msg != "" {
+		errorJSON(w, status, msg)
 		return
 	}
-	if recString(rec, "user_id") != owner {
-		errorJSON(w, http.StatusForbidden, "unauthorized")
-		return
-	}
+	episode := recString(rec, "episode_id")
 	var req struct {
 		Model    string        `json:"model"`
 		Messages []chatMessage `json:"messages"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid TensorZero request format")
+	if !decodeBody(w, body, &req, "invalid TensorZero request format") {
 		return
 	}
 	if s.opts.TensorZeroURL == "" || s.opts.TensorZeroKey == "" {

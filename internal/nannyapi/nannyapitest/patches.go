@@ -3,7 +3,6 @@ package nannyapitest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -313,35 +312,16 @@ func (s *Server) handlePatches(w http.ResponseWriter, r *http.Request, body []by
 		notFound(w)
 		return
 	}
-	auth := s.authenticate(r)
+	auth, owner := s.requireOwner(w, r)
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
 		return
 	}
-	s.mu.Lock()
-	owner := s.ownerLocked(auth)
-	s.mu.Unlock()
-	if owner == "" {
-		errorJSON(w, http.StatusForbidden, "agent has no owner")
-		return
-	}
-	id := r.URL.Query().Get("id")
-	switch r.Method {
-	case http.MethodPost:
-		s.createPatch(w, owner, body)
-	case http.MethodGet:
-		if id != "" {
-			s.getPatch(w, owner, id)
-			return
-		}
-		s.listPatches(w, owner)
-	case http.MethodPatch:
-		if id == "" {
-			errorJSON(w, http.StatusBadRequest, "id parameter required")
-			return
-		}
-		s.updatePatch(w, owner, id, body)
-	}
+	byID{
+		create: func() { s.createPatch(w, owner, body) },
+		get:    func(id string) { s.getPatch(w, owner, id) },
+		list:   func() { s.listPatches(w, owner) },
+		update: func(id string) { s.updatePatch(w, owner, id, body) },
+	}.route(w, r)
 }
 
 // createPatch is POST /api/patches: the portal starting a patch run.
@@ -352,8 +332,7 @@ func (s *Server) createPatch(w http.ResponseWriter, owner string, body []byte) {
 		LXCID      string `json:"lxc_id"`
 		ScriptArgs string `json:"script_args"` // accepted, never stored
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	s.mu.Lock()
@@ -362,13 +341,10 @@ func (s *Server) createPatch(w http.ResponseWriter, owner string, body []byte) {
 		errorJSON(w, http.StatusBadRequest, "agent_id is required")
 		return
 	}
-	a, ok := s.agents[req.AgentID]
-	if !ok {
-		errorJSON(w, http.StatusBadRequest, "agent not found: "+errNoRows)
-		return
-	}
-	if a.userID != owner {
-		errorJSON(w, http.StatusBadRequest, "unauthorized: agent does not belong to user")
+	a, _, msg := s.ownAgentLocked(owner, req.AgentID,
+		"agent not found: "+errNoRows, "unauthorized: agent does not belong to user")
+	if msg != "" {
+		errorJSON(w, http.StatusBadRequest, msg)
 		return
 	}
 	sc := s.scriptForLocked(a.platformFamily, a.osVersion)
@@ -430,43 +406,24 @@ func (s *Server) insertPatchLocked(agentID, userID string, p PatchOperation) map
 	return rec
 }
 
-func (s *Server) ownPatchLocked(owner, id string) (map[string]any, string) {
-	rec, ok := s.collections[PatchOperations].recs[id]
-	if !ok {
-		return nil, "patch operation not found: " + errNoRows
-	}
-	if recString(rec, "user_id") != owner {
-		return nil, "unauthorized: operation does not belong to user"
-	}
-	return rec, ""
-}
+// The get and update handlers' refusals of an operation id, which they
+// answer with one status (the result upload words its own).
+const (
+	patchNotFound = "patch operation not found: " + errNoRows
+	patchNotYours = "unauthorized: operation does not belong to user"
+)
 
 func (s *Server) getPatch(w http.ResponseWriter, owner, id string) {
-	s.mu.Lock()
-	rec, msg := s.ownPatchLocked(owner, id)
-	var resp patchResponse
-	if msg == "" {
-		resp = toPatchResponse(rec)
-	}
-	s.mu.Unlock()
+	rec, _, msg := s.ownRecord(PatchOperations, ownedByUser(owner), id, patchNotFound, patchNotYours)
 	if msg != "" {
 		errorJSON(w, http.StatusNotFound, msg)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, toPatchResponse(rec))
 }
 
 func (s *Server) listPatches(w http.ResponseWriter, owner string) {
-	s.mu.Lock()
-	c := s.collections[PatchOperations]
-	var out []patchResponse // null when empty, as the backend answers
-	for _, id := range c.order {
-		if rec := c.recs[id]; recString(rec, "user_id") == owner {
-			out = append(out, toPatchResponse(rec))
-		}
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOwned(s, PatchOperations, owner, toPatchResponse))
 }
 
 // updatePatch is PATCH /api/patches?id=, which agents use to say a run
@@ -477,14 +434,13 @@ func (s *Server) updatePatch(w http.ResponseWriter, owner, id string, body []byt
 		OutputPath string `json:"output_path"`
 		ErrorMsg   string `json:"error_msg"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request")
+	if !decodeBody(w, body, &req, "invalid request") {
 		return
 	}
 	if req.Status != "" {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		rec, msg := s.ownPatchLocked(owner, id)
+		rec, _, msg := s.ownRecordLocked(PatchOperations, ownedByUser(owner), id, patchNotFound, patchNotYours)
 		if msg != "" {
 			errorJSON(w, http.StatusBadRequest, msg)
 			return
@@ -544,25 +500,13 @@ func storedName(sent string) string {
 
 // patchResult is POST /api/patches/{id}/result: the agent's upload.
 func (s *Server) patchResult(w http.ResponseWriter, r *http.Request, id string) {
-	auth := s.authenticate(r)
+	auth := s.requireAgent(w, r, http.StatusForbidden, "only agents can upload results")
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
 		return
 	}
-	if !auth.isAgent() {
-		errorJSON(w, http.StatusForbidden, "only agents can upload results")
-		return
-	}
-	s.mu.Lock()
-	rec, ok := s.collections[PatchOperations].recs[id]
-	mine := ok && recString(rec, "agent_id") == auth.id
-	s.mu.Unlock()
-	if !ok {
-		errorJSON(w, http.StatusNotFound, "patch operation not found")
-		return
-	}
-	if !mine {
-		errorJSON(w, http.StatusForbidden, "unauthorized: operation does not belong to agent")
+	if _, status, msg := s.ownRecord(PatchOperations, ownedByAgent(auth.id), id,
+		"patch operation not found", "unauthorized: operation does not belong to agent"); msg != "" {
+		errorJSON(w, status, msg)
 		return
 	}
 	// FormValue parses the multipart form (or an urlencoded one); a body
@@ -597,7 +541,7 @@ func (s *Server) patchResult(w http.ResponseWriter, r *http.Request, id string) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec, ok = s.collections[PatchOperations].recs[id]
+	rec, ok := s.collections[PatchOperations].recs[id]
 	if !ok {
 		errorJSON(w, http.StatusNotFound, "patch operation not found")
 		return
@@ -674,8 +618,7 @@ func (s *Server) handleScripts(w http.ResponseWriter, r *http.Request) {
 		notFound(w)
 		return
 	}
-	if s.authenticate(r) == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
+	if s.requireAuth(w, r) == nil {
 		return
 	}
 	s.mu.Lock()

@@ -86,14 +86,14 @@ func (s *Server) createRebootLocked(owner, agentID string, r RebootOperation) (s
 	if agentID == "" {
 		return "", http.StatusBadRequest, "agent_id is required"
 	}
-	a, ok := s.agents[agentID]
-	if !ok {
-		// The handler maps only the bare "agent not found" to 404, which
-		// the wrapped error never is.
-		return "", http.StatusBadRequest, "agent not found: " + errNoRows
-	}
-	if a.userID != owner {
-		return "", http.StatusForbidden, "unauthorized: agent does not belong to user"
+	if _, status, msg := s.ownAgentLocked(owner, agentID,
+		"agent not found: "+errNoRows, "unauthorized: agent does not belong to user"); msg != "" {
+		if status == http.StatusNotFound {
+			// The handler maps only the bare "agent not found" to 404,
+			// which the wrapped error never is.
+			status = http.StatusBadRequest
+		}
+		return "", status, msg
 	}
 	if s.reboots.pending[agentID] != "" {
 		return "", http.StatusConflict, "agent already has a pending reboot"
@@ -193,7 +193,7 @@ func (s *Server) handleReboot(w http.ResponseWriter, r *http.Request, body []byt
 	case rest == "" && r.Method == http.MethodPost:
 		s.postReboot(w, r, body)
 	case rest == "" && r.Method == http.MethodGet:
-		if owner, ok := s.rebootOwner(w, r); ok && owner != "" {
+		if auth, _ := s.requireOwner(w, r); auth != nil {
 			errorJSON(w, http.StatusInternalServerError, `failed to fetch reboot operations: invalid sort field "created"`)
 		}
 	case id != "" && !strings.Contains(rest, "/") && r.Method == http.MethodGet:
@@ -205,28 +205,9 @@ func (s *Server) handleReboot(w http.ResponseWriter, r *http.Request, body []byt
 	}
 }
 
-// rebootOwner is the user on whose behalf a GET acts (an agent's
-// owner); it writes the error and returns false when there is none.
-func (s *Server) rebootOwner(w http.ResponseWriter, r *http.Request) (string, bool) {
-	auth := s.authenticate(r)
-	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
-		return "", false
-	}
-	s.mu.Lock()
-	owner := s.ownerLocked(auth)
-	s.mu.Unlock()
-	if owner == "" {
-		errorJSON(w, http.StatusForbidden, "agent has no owner")
-		return "", false
-	}
-	return owner, true
-}
-
 func (s *Server) postReboot(w http.ResponseWriter, r *http.Request, body []byte) {
-	auth := s.authenticate(r)
+	auth := s.requireAuth(w, r)
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
 		return
 	}
 	if auth.isAgent() {
@@ -239,8 +220,7 @@ func (s *Server) postReboot(w http.ResponseWriter, r *http.Request, body []byte)
 		Reason         string `json:"reason"`
 		TimeoutSeconds int    `json:"timeout_seconds"`
 	}
-	if json.Unmarshal(body, &req) != nil {
-		errorJSON(w, http.StatusBadRequest, "invalid request body")
+	if !decodeBody(w, body, &req, "invalid request body") {
 		return
 	}
 	s.mu.Lock()
@@ -275,66 +255,44 @@ type rebootResponse struct {
 }
 
 func (s *Server) getReboot(w http.ResponseWriter, r *http.Request, id string) {
-	owner, ok := s.rebootOwner(w, r)
-	if !ok {
+	auth, owner := s.requireOwner(w, r)
+	if auth == nil {
 		return
 	}
-	s.mu.Lock()
-	rec, found := s.collections[RebootOperations].recs[id]
-	var resp rebootResponse
-	if found {
-		n, _ := num(rec["timeout_seconds"])
-		resp = rebootResponse{
-			ID: id, UserID: owner, AgentID: recString(rec, "agent_id"), LXCID: recString(rec, "lxc_id"),
-			VMID: recString(rec, "vmid"), Status: recString(rec, "status"), Reason: recString(rec, "reason"),
-			TimeoutSeconds: int(n), RequestedAt: parsePB(rec["requested_at"]),
-		}
+	rec, status, msg := s.ownRecord(RebootOperations, ownedByUser(owner), id,
+		"reboot operation not found", "unauthorized: reboot operation does not belong to user")
+	if msg != "" {
+		errorJSON(w, status, msg)
+		return
 	}
-	recOwner := recString(rec, "user_id")
-	s.mu.Unlock()
-	switch {
-	case !found:
-		errorJSON(w, http.StatusNotFound, "reboot operation not found")
-	case recOwner != owner:
-		errorJSON(w, http.StatusForbidden, "unauthorized: reboot operation does not belong to user")
-	default:
-		writeJSON(w, http.StatusOK, resp)
-	}
+	n, _ := num(rec["timeout_seconds"])
+	writeJSON(w, http.StatusOK, rebootResponse{
+		ID: id, UserID: owner, AgentID: recString(rec, "agent_id"), LXCID: recString(rec, "lxc_id"),
+		VMID: recString(rec, "vmid"), Status: recString(rec, "status"), Reason: recString(rec, "reason"),
+		TimeoutSeconds: int(n), RequestedAt: parsePB(rec["requested_at"]),
+	})
 }
 
 func (s *Server) acknowledgeReboot(w http.ResponseWriter, r *http.Request, id string) {
-	auth := s.authenticate(r)
+	auth := s.requireAgent(w, r, http.StatusForbidden, "only agents can acknowledge reboots")
 	if auth == nil {
-		errorJSON(w, http.StatusUnauthorized, "authentication required")
-		return
-	}
-	if !auth.isAgent() {
-		errorJSON(w, http.StatusForbidden, "only agents can acknowledge reboots")
 		return
 	}
 	s.mu.Lock()
-	c := s.collections[RebootOperations]
-	rec, found := c.recs[id]
-	switch {
-	case !found:
+	rec, status, msg := s.ownRecordLocked(RebootOperations, ownedByAgent(auth.id), id,
+		"reboot operation not found", "not your reboot operation")
+	if msg != "" {
 		s.mu.Unlock()
-		errorJSON(w, http.StatusNotFound, "reboot operation not found")
-		return
-	case recString(rec, "agent_id") != auth.id:
-		s.mu.Unlock()
-		errorJSON(w, http.StatusForbidden, "not your reboot operation")
+		errorJSON(w, status, msg)
 		return
 	}
 	// Whatever the status: the backend acknowledges a completed or timed
 	// out operation too.
 	rec["status"] = "rebooting"
 	rec["acknowledged_at"] = formatPB(s.Now())
-	s.saveLocked(c, rec)
+	s.saveLocked(s.collections[RebootOperations], rec)
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, struct {
-		Success bool   `json:"success"`
-		Message string `json:"message"`
-	}{true, "Reboot acknowledged. Agent should proceed with reboot."})
+	writeSuccess(w, "Reboot acknowledged. Agent should proceed with reboot.")
 }
 
 // handleRebootRecordUpdate serves PATCH

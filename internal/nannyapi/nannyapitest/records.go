@@ -100,16 +100,26 @@ func copyRecord(rec map[string]any) map[string]any {
 	return out
 }
 
+// recordLocked finds a record for the helpers tests call, or says which
+// of the collection and the record there is not.
+func (s *Server) recordLocked(collectionName, id string) (*collection, map[string]any, error) {
+	c := s.collectionLocked(collectionName)
+	if c == nil {
+		return nil, nil, fmt.Errorf("no collection %q", collectionName)
+	}
+	rec, ok := c.recs[id]
+	if !ok {
+		return nil, nil, fmt.Errorf("no record %s/%s", collectionName, id)
+	}
+	return c, rec, nil
+}
+
 // Record returns a copy of a record as the records API shows it.
 func (s *Server) Record(collectionName, id string) (map[string]any, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.collectionLocked(collectionName)
-	if c == nil {
-		return nil, false
-	}
-	rec, ok := c.recs[id]
-	if !ok {
+	_, rec, err := s.recordLocked(collectionName, id)
+	if err != nil {
 		return nil, false
 	}
 	return copyRecord(rec), true
@@ -136,13 +146,9 @@ func (s *Server) Records(collectionName string) []map[string]any {
 func (s *Server) UpdateRecord(collectionName, id string, fields map[string]any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.collectionLocked(collectionName)
-	if c == nil {
-		return fmt.Errorf("no collection %q", collectionName)
-	}
-	rec, ok := c.recs[id]
-	if !ok {
-		return fmt.Errorf("no record %s/%s", collectionName, id)
+	c, rec, err := s.recordLocked(collectionName, id)
+	if err != nil {
+		return err
 	}
 	for k, v := range fields {
 		if _, known := c.fields[k]; !known || k == "id" {
@@ -161,13 +167,9 @@ func (s *Server) UpdateRecord(collectionName, id string, fields map[string]any) 
 func (s *Server) DeleteRecord(collectionName, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.collectionLocked(collectionName)
-	if c == nil {
-		return fmt.Errorf("no collection %q", collectionName)
-	}
-	rec, ok := c.recs[id]
-	if !ok {
-		return fmt.Errorf("no record %s/%s", collectionName, id)
+	c, rec, err := s.recordLocked(collectionName, id)
+	if err != nil {
+		return err
 	}
 	delete(c.recs, id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
