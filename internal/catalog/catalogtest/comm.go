@@ -113,3 +113,19 @@ func setThreadComm(name string) error {
 	runtime.KeepAlive(b)
 	return nil
 }
+
+// uidBase and uidSpan bound UniqueUID: ids from 2^30 up, far above what
+// accounts get (useradd stays below 60000, systemd's dynamic users below
+// 2^16, /etc/subuid ranges start at 100000 with 65536 each) and below
+// 2^31, which some tools read as negative.
+const uidBase, uidSpan = 1 << 30, 1 << 30
+
+var uidTag = sync.OnceValue(func() uint32 { return uidBase + rand.Uint32N(uidSpan) })
+
+// UniqueUID returns a uid no account has and no other process on the host
+// runs as, not even another run of the same test (a fixed one such as
+// nobody's 65534 would be shared with it, and with the host's own nobody
+// processes): drawn once per test process, like UniqueComm's tag. A test
+// that filters a trace by uid runs its workload under it (setuid from a
+// root helper); the kernel takes any id, with or without an account.
+func UniqueUID() uint32 { return uidTag() }

@@ -26,6 +26,13 @@ func TestUniqueComm(t *testing.T) {
 	assert.Len(t, longest, CommLen, "a full-length prefix fills the comm exactly")
 }
 
+func TestUniqueUID(t *testing.T) {
+	uid := UniqueUID()
+	assert.GreaterOrEqual(t, uid, uint32(uidBase))
+	assert.Less(t, uid, uint32(uidBase+uidSpan))
+	assert.Equal(t, uid, UniqueUID(), "one uid per process")
+}
+
 func TestUniqueCommRefusesBadPrefixes(t *testing.T) {
 	for _, c := range []struct{ prefix, want string }{
 		{"", `prefix "" is 0 bytes: give 1 to 8`},

@@ -97,34 +97,32 @@ func TestExecCountsExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	// Unique names, a copy and a missing file: nothing else the machine
-	// runs can change the counts.
-	name, missingName := catalogtest.UniqueComm(t, "exec-ok"), catalogtest.UniqueComm(t, "missing")
+	// A comm filter on a name this test alone has keeps its execs and no
+	// other's: however many programs a busy machine starts meanwhile, they
+	// cannot push these rows out of the top-20 tables nor take the first
+	// samples. The missing file is named the same, so its failed execs pass
+	// the filter and count under it: as the program asked for.
+	name := catalogtest.UniqueComm(t, "exec-ok")
 	bin := catalogtest.CopyBinary(t, truePath, name)
-	missing := filepath.Join(t.TempDir(), missingName)
+	missing := filepath.Join(t.TempDir(), name)
 
 	const ok, failed = 100, 7
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(bin, "arg1", "two words").Run()) })
 		catalogtest.Repeat(failed, func() { require.Error(t, exec.Command(missing).Run()) })
 	})
 	require.Zero(t, res.Lost)
-	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], name, 1))
-	assert.Equal(t, uint64(failed), cell(t, res.Tables[0], missingName, 1), "a failed exec counts as the program asked for")
-	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
-	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missing)[1])
-	// Samples carry the argv.
-	var sawArgv bool
+	assert.Equal(t, uint64(ok+failed), res.Events)
+	assert.Equal(t, [][]string{{name, catalog.U(ok + failed)}}, res.Tables[0].Rows, "a failed exec counts as the program asked for")
+	assert.Equal(t, [][]string{{missing, "ENOENT", catalog.U(failed)}}, res.Tables[1].Rows)
+	// The samples are the first execs, the successful ones, with their
+	// argv.
+	require.Len(t, res.Samples.Rows, catalog.MaxSamples)
+	assert.Equal(t, ok+failed, res.Samples.TotalRows)
 	for _, r := range res.Samples.Rows {
-		if strings.HasSuffix(r[6], name+" arg1 two words") {
-			assert.Equal(t, bin, r[5], "filename")
-			sawArgv = true
-			assert.Equal(t, name, r[3])
-			assert.Equal(t, "0", r[4])
-			assert.Equal(t, catalog.U(os.Getpid()), r[1], "ppid is the test process")
-		}
+		assert.Equal(t, []string{catalog.U(os.Getpid()), catalog.U(os.Getuid()), name, "0", bin, bin + " arg1 two words"}, r[1:],
+			"ppid is the test process")
 	}
-	assert.True(t, sawArgv, "samples: %v", res.Samples.Rows)
 }
 
 func TestExecFiltersFailedAndComm(t *testing.T) {
@@ -316,19 +314,22 @@ func row(t *testing.T, tab catalog.Table, key string) []string {
 }
 
 // With the ring buffer pretended missing, events come through the perf
-// buffer with the same exact counts.
+// buffer with the same exact counts. Filtered by the copy's name: a busy
+// machine's other execs would outrank its row, and could overflow the
+// perf buffer.
 func TestExecPerfBufferFallback(t *testing.T) {
 	catalogtest.Kernel(t)
 	k := catalog.NewKernel(nil)
 	k.Disable[catalog.FeatureRingBuf] = true
 	name := catalogtest.UniqueComm(t, "exec-pb")
 	bin := catalogtest.CopyBinary(t, "/bin/true", name)
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
+	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
 		catalogtest.Repeat(50, func() { require.NoError(t, exec.Command(bin).Run()) })
 	})
 	assert.Contains(t, res.Attach, "perf buffer")
 	assert.Zero(t, res.Lost)
-	assert.Equal(t, uint64(50), cell(t, res.Tables[0], name, 1))
+	assert.Equal(t, uint64(50), res.Events)
+	assert.Equal(t, [][]string{{name, "50"}}, res.Tables[0].Rows)
 }
 
 // Which way the pointers of a failed exec are found: a filter must see the
@@ -352,8 +353,11 @@ func TestKeepAtEntry(t *testing.T) {
 
 // Every field of every kind of exec, in both ways of finding a failed
 // exec's arguments: execve and execveat, successful and failed, argv that
-// fits and argv that does not. Unfiltered (a filter would choose the way),
-// so only the workload's own paths are counted.
+// fits and argv that does not. Every file has one name, the test's alone
+// (in a directory of its own), and the trace is filtered by it: the comm
+// filter is the one that leaves the way to the kernel (keepAtEntry), and
+// it keeps every exec of the workload and none of a busy machine's, whose
+// rows would otherwise push the workload's out of the top-20 tables.
 func TestExecEveryPathExactly(t *testing.T) {
 	catalogtest.Kernel(t)
 	for _, mode := range []struct {
@@ -367,24 +371,26 @@ func TestExecEveryPathExactly(t *testing.T) {
 			} else if !k.Have(catalog.FeatureTaskPtRegs) {
 				t.Skipf("no bpf_task_pt_regs here (5.15+): %s", k.Feature(catalog.FeatureTaskPtRegs).Detail)
 			}
-			require.Equal(t, mode.atEntry, keepAtEntry(k, catalog.Params{}))
-			runEveryPath(t, k)
+			runEveryPath(t, k, mode.atEntry)
 		})
 	}
 }
 
-func runEveryPath(t *testing.T, k *catalog.Kernel) {
+func runEveryPath(t *testing.T, k *catalog.Kernel, atEntry bool) {
 	truePath, err := exec.LookPath("true")
 	require.NoError(t, err)
-	// Unique names: a comm counted or checked here is this test's alone.
-	okName, longName, atName := catalogtest.UniqueComm(t, "exec-ok"), catalogtest.UniqueComm(t, "execlong"), catalogtest.UniqueComm(t, "execat")
-	bin := catalogtest.CopyBinary(t, truePath, okName)
-	long := catalogtest.CopyBinary(t, truePath, longName)
-	binAt := catalogtest.CopyBinary(t, truePath, atName)
-	dir := t.TempDir()
-	missing := filepath.Join(dir, "nanny-missing")
-	missingLong := filepath.Join(dir, "nanny-missing-long")
-	missingAt := filepath.Join(dir, "nanny-missing-at")
+	// One name, in six directories (CopyBinary and t.TempDir make a new
+	// one each time): the comm of each success and the basename of each
+	// failure, which the comm filter keeps.
+	name := catalogtest.UniqueComm(t, "exec-all")
+	bin := catalogtest.CopyBinary(t, truePath, name)
+	long := catalogtest.CopyBinary(t, truePath, name)
+	binAt := catalogtest.CopyBinary(t, truePath, name)
+	missing := filepath.Join(t.TempDir(), name)
+	missingLong := filepath.Join(t.TempDir(), name)
+	missingAt := filepath.Join(t.TempDir(), name)
+	p := catalog.Params{Comm: name}
+	require.Equal(t, atEntry, keepAtEntry(k, p))
 
 	longArgv := []string{long}
 	for i := 0; i < 300; i++ {
@@ -409,7 +415,7 @@ func runEveryPath(t *testing.T, k *catalog.Kernel) {
 
 	const ok, failed, failedAt = 20, 7, 3
 	var helper int
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{}, func() {
+	res := catalogtest.Run(t, k, Entry{}, p, func() {
 		catalogtest.Repeat(ok, func() { require.NoError(t, exec.Command(bin, "arg1", "two words").Run()) })
 		catalogtest.Repeat(failed, func() { require.Error(t, exec.Command(missing, "x", "y z").Run()) })
 		require.NoError(t, exec.Command(long, longArgv[1:]...).Run())
@@ -443,19 +449,24 @@ func runEveryPath(t *testing.T, k *catalog.Kernel) {
 			}
 		}
 	}
-	check(bin, ok, 0, okName, []string{bin, "arg1", "two words"}, false)
+	check(bin, ok, 0, name, []string{bin, "arg1", "two words"}, false)
 	check(missing, failed, -2, comm, []string{missing, "x", "y z"}, false)
 	// A successful exec sends the first 1024 bytes of its argv; a failed
 	// one its first 20 arguments.
-	check(long, 1, 0, longName, catalog.SplitArgs([]byte(strings.Join(longArgv, "\x00")), 1024), true)
+	check(long, 1, 0, name, catalog.SplitArgs([]byte(strings.Join(longArgv, "\x00")), 1024), true)
 	check(missingLong, 1, -2, comm, manyArgv[:20], true)
 	check(missingAt, failedAt, -2, comm, []string{missingAt, "at"}, false)
 	// Exec from a thread that is not the leader: it takes the leader's id.
-	check(binAt, 1, 0, atName, []string{binAt, "at"}, false)
+	check(binAt, 1, 0, name, []string{binAt, "at"}, false)
 	assert.Equal(t, int32(helper), got[binAt][0].TID)
 
-	assert.Equal(t, uint64(ok), cell(t, res.Tables[0], okName, 1))
-	assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
-	assert.Equal(t, uint64(failedAt), cell(t, res.Tables[1], missingAt, 2))
-	assert.Equal(t, "ENOENT", row(t, res.Tables[1], missingAt)[1])
+	// The helper's own start (the test binary's name) is filtered out.
+	const all = ok + failed + 1 + 1 + failedAt + 1
+	assert.Equal(t, uint64(all), res.Events)
+	assert.Equal(t, [][]string{{name, catalog.U(all)}}, res.Tables[0].Rows)
+	assert.Equal(t, [][]string{
+		{missing, "ENOENT", catalog.U(failed)},
+		{missingAt, "ENOENT", catalog.U(failedAt)},
+		{missingLong, "ENOENT", "1"},
+	}, res.Tables[1].Rows)
 }
