@@ -11,6 +11,7 @@ import (
 	"github.com/nannyagent/nannyagent/internal/catalog/catalogtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // The C struct drop_key is 16 bytes; a layout change must show here.
@@ -18,12 +19,22 @@ func TestLayout(t *testing.T) {
 	require.Equal(t, uintptr(16), unsafe.Sizeof(dropsDropKey{}))
 }
 
-// closedUDPPort returns a loopback UDP port nothing is bound to.
-func closedUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// refusingUDPPort returns a loopback UDP port where the test's datagrams
+// find no socket, and that no other socket can take while the test runs:
+// a socket bound to it, without SO_REUSEADDR, and connected to itself, so
+// that it accepts datagrams from its own port alone. A port released
+// again could be bound meanwhile by any socket on the host, which would
+// then receive the datagrams instead of the kernel dropping them.
+func refusingUDPPort(t *testing.T) int {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	require.NoError(t, c.Close())
+	t.Cleanup(func() { unix.Close(fd) })
+	lo := [4]byte{127, 0, 0, 1}
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: lo}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	port := sa.(*unix.SockaddrInet4).Port
+	require.NoError(t, unix.Connect(fd, &unix.SockaddrInet4{Addr: lo, Port: port}))
 	return port
 }
 
@@ -40,7 +51,7 @@ func udpReceiver(loc string) bool {
 	return false
 }
 
-// A datagram to a port nobody is bound to is dropped by __udp4_lib_rcv
+// A datagram no socket takes is dropped by __udp4_lib_rcv
 // with reason NO_SOCKET (before 5.17, no reason: "unknown"). On loopback
 // the receive softirq runs when the sender re-enables bottom halves at the
 // end of its send, in the sender's context, so the pid filter keeps
@@ -55,7 +66,7 @@ func TestUDPNoSocketDropsCountedExactly(t *testing.T) {
 	if _, ok := kernelReasons(k); !ok {
 		reason, notes = "unknown", []string{noReasonsNote}
 	}
-	port := closedUDPPort(t)
+	port := refusingUDPPort(t)
 	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer src.Close()

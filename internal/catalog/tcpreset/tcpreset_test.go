@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,29 +24,37 @@ func TestLayout(t *testing.T) {
 	require.Equal(t, uintptr(48), unsafe.Sizeof(tcpresetResetKey{}))
 }
 
-// freePort returns a loopback port nothing listens on: one the kernel
-// just handed out and that was released again.
-func freePort(t *testing.T) uint16 {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+// refusingPort returns a loopback port that refuses connections and that
+// no other socket can take while the test runs: bound, without
+// SO_REUSEADDR, and not listening, so a SYN to it finds no socket. A port
+// released again (a listener closed) could be taken meanwhile by any
+// socket on the host, as the local port of a connect among them, and its
+// resets would pass the port filter.
+func refusingPort(t *testing.T) uint16 {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	require.NoError(t, ln.Close())
-	return port
+	t.Cleanup(func() { unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	return uint16(sa.(*unix.SockaddrInet4).Port)
 }
 
-// refusedConnect connects to 127.0.0.1:port, where nothing listens, from a
-// socket bound first so its ephemeral port is known, and returns that port.
-func refusedConnect(t *testing.T, port uint16) uint16 {
+// refusedConnect connects to 127.0.0.1:port, where nothing listens, from
+// a socket bound first to from (a loopback address) so its ephemeral port
+// is known, and returns its endpoint. A connect that fails releases the
+// port, and the next bind may be given it again: each connect from its
+// own address is its own flow whatever the port.
+func refusedConnect(t *testing.T, from [4]byte, port uint16) string {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	defer unix.Close(fd)
-	lo := [4]byte{127, 0, 0, 1}
-	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: lo}))
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: from}))
 	sa, err := unix.Getsockname(fd)
 	require.NoError(t, err)
-	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: lo, Port: int(port)})
+	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(port)})
 	require.ErrorIs(t, err, unix.ECONNREFUSED)
-	return uint16(sa.(*unix.SockaddrInet4).Port)
+	return netip.AddrPortFrom(netip.AddrFrom4(from), uint16(sa.(*unix.SockaddrInet4).Port)).String()
 }
 
 func ep(port uint16) string { return "127.0.0.1:" + strconv.Itoa(int(port)) }
@@ -76,12 +85,13 @@ func TestRefusedConnectsCountedExactly(t *testing.T) {
 	k := catalogtest.Kernel(t)
 	catalogtest.Supported(t, k, Entry{})
 	sees := kernelSight(k)
-	port := freePort(t)
+	port := refusingPort(t)
 	const n = 5
-	var clients []uint16
+	var clients []string
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Port: port}, func() {
 		for i := 0; i < n; i++ {
-			clients = append(clients, refusedConnect(t, port))
+			// 127.0.0.2 to 127.0.0.6: all of 127/8 is loopback.
+			clients = append(clients, refusedConnect(t, [4]byte{127, 0, 0, byte(2 + i)}, port))
 		}
 	})
 	require.Zero(t, res.Lost)
@@ -93,9 +103,9 @@ func TestRefusedConnectsCountedExactly(t *testing.T) {
 	require.Len(t, got, sent+n, "only the test uses port %d: %v", port, res.Tables[0].Rows)
 	for _, c := range clients {
 		if sees.noSocket {
-			assert.Equal(t, []string{"-", sees.reason("NO_SOCKET"), "1"}, got[[3]string{"sent", ep(port), ep(c)}], "client port %d", c)
+			assert.Equal(t, []string{"-", sees.reason("NO_SOCKET"), "1"}, got[[3]string{"sent", ep(port), c}], "client %s", c)
 		}
-		assert.Equal(t, []string{"SYN_SENT", "-", "1"}, got[[3]string{"received", ep(c), ep(port)}], "client port %d", c)
+		assert.Equal(t, []string{"SYN_SENT", "-", "1"}, got[[3]string{"received", c, ep(port)}], "client %s", c)
 	}
 	assert.Equal(t, uint64(sent+n), res.Events)
 	byReason := [][]string{{"received", "-", "5"}}
@@ -121,14 +131,18 @@ func TestAbortiveClosesCountedExactly(t *testing.T) {
 	defer ln.Close()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	const m = 4
-	var clients []uint16
+	var clients []string
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Port: port}, func() {
 		for i := 0; i < m; i++ {
-			c, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
+			// Each client from its own loopback address: an aborted
+			// connection leaves no TIME_WAIT to hold its port, and the
+			// next one may be given it again.
+			from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
+			c, err := net.DialTCP("tcp4", from, ln.Addr().(*net.TCPAddr))
 			require.NoError(t, err)
 			s, err := ln.AcceptTCP()
 			require.NoError(t, err)
-			clients = append(clients, uint16(c.LocalAddr().(*net.TCPAddr).Port))
+			clients = append(clients, c.LocalAddr().String())
 			require.NoError(t, c.SetLinger(0))
 			require.NoError(t, c.Close())
 			// The server's read ends with the reset: it has arrived.
@@ -142,8 +156,8 @@ func TestAbortiveClosesCountedExactly(t *testing.T) {
 	got := rows(res.Tables[0])
 	require.Len(t, got, 2*m, "only the test uses port %d: %v", port, res.Tables[0].Rows)
 	for _, c := range clients {
-		assert.Equal(t, []string{"CLOSE", sees.reason("TCP_STATE"), "1"}, got[[3]string{"sent", ep(c), ep(port)}], "client port %d", c)
-		assert.Equal(t, []string{"ESTABLISHED", "-", "1"}, got[[3]string{"received", ep(port), ep(c)}], "client port %d", c)
+		assert.Equal(t, []string{"CLOSE", sees.reason("TCP_STATE"), "1"}, got[[3]string{"sent", c, ep(port)}], "client %s", c)
+		assert.Equal(t, []string{"ESTABLISHED", "-", "1"}, got[[3]string{"received", ep(port), c}], "client %s", c)
 	}
 	assert.Equal(t, uint64(2*m), res.Events)
 	assert.Equal(t, [][]string{{"sent", sees.reason("TCP_STATE"), "4"}, {"received", "-", "4"}}, res.Tables[1].Rows)
