@@ -102,41 +102,82 @@ func TestReclaimMemcgCountsPairs(t *testing.T) {
 	pid := cmd.Process.Pid
 	require.NoError(t, os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0o644))
 
+	stalls := allocStalls(t)
 	res := catalogtest.Run(t, k, Entry{}, catalog.Params{PID: uint32(pid)}, func() {
 		_, err := stdin.Write([]byte("go\n"))
 		require.NoError(t, err)
 		require.NoError(t, cmd.Wait())
 	})
+	stalls = allocStalls(t) - stalls
 	require.Zero(t, res.Lost)
 	assert.Equal(t, "tracepoint", res.Attach)
 	t.Log(res.Summary)
 
-	var memcgHist catalog.Histogram
+	var memcgHist, directHist catalog.Histogram
 	for _, h := range res.Histograms {
-		if h.Title == "memcg reclaim latency" {
+		switch h.Title {
+		case "memcg reclaim latency":
 			memcgHist = h
+		case "direct reclaim latency":
+			directHist = h
 		}
-		assert.NotEqual(t, "direct reclaim latency", h.Title, "24 GiB free: no global reclaim expected")
 	}
 	require.Positive(t, memcgHist.Count, "no memcg reclaim: %s", res.Summary)
 	assert.Equal(t, "us", memcgHist.Unit)
+	// Direct (global) reclaim is up to the host: the reader enters it
+	// only when the whole machine runs short of memory, and every direct
+	// reclaim anywhere counts an allocation stall. None counted, none
+	// may be traced; on a host under pressure, at most as many.
+	assert.LessOrEqual(t, directHist.Count, stalls, "direct reclaims of the reader against the kernel's allocation stalls")
 
 	counts := res.Tables[1]
 	require.Equal(t, []string{"kind", "begun", "completed", "counted"}, counts.Columns)
 	n := strconv.FormatUint(memcgHist.Count, 10)
 	assert.Equal(t, []string{"memcg", n, n, n}, counts.Rows[1], "begun == completed == histogram count")
-	assert.Equal(t, []string{"direct", "0", "0", "0"}, counts.Rows[0])
+	d := strconv.FormatUint(directHist.Count, 10)
+	assert.Equal(t, []string{"direct", d, d, d}, counts.Rows[0])
 
-	require.Len(t, res.Tables[0].Rows, 1, "only the reader: %v", res.Tables[0].Rows)
-	row := res.Tables[0].Rows[0]
-	assert.Equal(t, []string{strconv.Itoa(pid), "cat", "memcg", n}, row[:4])
+	byKind := map[string][]string{}
+	for _, r := range res.Tables[0].Rows {
+		assert.Equal(t, []string{strconv.Itoa(pid), "cat"}, r[:2], "only the reader: %v", res.Tables[0].Rows)
+		byKind[r[2]] = r
+	}
+	if directHist.Count > 0 {
+		assert.Equal(t, d, byKind["direct"][3])
+	} else {
+		assert.Len(t, res.Tables[0].Rows, 1, "%v", res.Tables[0].Rows)
+	}
+	row := byKind["memcg"]
+	require.NotNil(t, row, "no memcg row: %v", res.Tables[0].Rows)
+	assert.Equal(t, n, row[3])
 	pages, err := strconv.ParseUint(row[7], 10, 64)
 	require.NoError(t, err)
 	// It read 4x its limit: at least the excess, (64-16) MiB in 4 KiB
 	// pages, was reclaimed from it. Allow for larger pages.
 	assert.GreaterOrEqual(t, pages*uint64(os.Getpagesize()), uint64(3*limit)*9/10, "pages reclaimed %d", pages)
-	assert.Equal(t, res.Events, memcgHist.Count)
+	assert.Equal(t, res.Events, memcgHist.Count+directHist.Count)
 	assert.Empty(t, res.Notes)
+}
+
+// allocStalls is the kernel's count of direct reclaims since boot, the sum
+// of /proc/vmstat's allocstall_<zone> counters: do_try_to_free_pages
+// counts one for every direct reclaim (more when it retries), and every
+// mm_vmscan_direct_reclaim_begin leads there.
+func allocStalls(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/vmstat")
+	require.NoError(t, err)
+	var n uint64
+	var found bool
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if ok && strings.HasPrefix(name, "allocstall_") {
+			n += catalogtest.Num(t, v)
+			found = true
+		}
+	}
+	require.True(t, found, "no allocstall_ counters in /proc/vmstat")
+	return n
 }
 
 func TestSnapshotResult(t *testing.T) {
