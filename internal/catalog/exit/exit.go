@@ -162,7 +162,13 @@ func (t *trace) collect() (*catalog.Result, error) {
 	counts, err := t.readMaps()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return counts.result(t.Params, &t.samples), err
+	res := counts.result(t.Params, &t.samples)
+	// On kernels whose tracepoints run BPF preemptibly, a thread whose
+	// exit begins while the program is running on its CPU for another
+	// (threads of one exit_group go together) is skipped; if it was the
+	// last of its process, that exit is missing from the counts.
+	res.AddSkipped(catalog.RecursionMisses(t.prog), "thread exits")
+	return res, err
 }
 
 func (t *trace) readMaps() (*aggregate, error) {

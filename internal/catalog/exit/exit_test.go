@@ -131,19 +131,35 @@ func TestExitCountsExactly(t *testing.T) {
 
 // A process of five threads that exits is one exit. Filtered by its
 // name: unfiltered, a row of count 1 can be cut from a busy host's top
-// rows.
+// rows. Its threads exit together, and where tracepoints run BPF
+// preemptibly (7.x) the kernel now and then skips the program for a
+// thread that exits while it runs on the same CPU for another: a run
+// that lost the last thread must say so (Lost and a note), and a run
+// that lost nothing must count exactly one exit. Runs repeat until one
+// loses nothing (about one in seven loses some under TCG).
 func TestExitMultithreadedCountedOnce(t *testing.T) {
 	k := catalogtest.Kernel(t)
-	res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: helperComm(t)}, func() {
-		cmd := catalogtest.SelfCommand(t, helperEnv, "7|"+helperComm(t))
-		err := cmd.Run()
-		var ee *exec.ExitError
-		require.ErrorAs(t, err, &ee)
-		require.Equal(t, 7, ee.ExitCode())
-	})
-	require.Zero(t, res.Lost)
-	assert.Equal(t, uint64(1), cell(t, res.Tables[0], helperComm(t), "exit 7", 2))
-	assert.Equal(t, uint64(1), res.Events)
+	name := helperComm(t)
+	for attempt := 1; attempt <= 10; attempt++ {
+		res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
+			cmd := catalogtest.SelfCommand(t, helperEnv, "7|"+name)
+			err := cmd.Run()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee)
+			require.Equal(t, 7, ee.ExitCode())
+		})
+		if res.Lost > 0 {
+			require.LessOrEqual(t, res.Events, uint64(1))
+			require.NotEmpty(t, res.Notes)
+			assert.Contains(t, strings.Join(res.Notes, "\n"), "thread exits not counted")
+			t.Logf("attempt %d: %s", attempt, strings.Join(res.Notes, "; "))
+			continue
+		}
+		assert.Equal(t, uint64(1), cell(t, res.Tables[0], name, "exit 7", 2))
+		assert.Equal(t, uint64(1), res.Events)
+		return
+	}
+	t.Fatal("every run lost thread exits")
 }
 
 func TestExitFilterFailedAndComm(t *testing.T) {
