@@ -2,6 +2,7 @@ package offline
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -488,4 +489,26 @@ func FuzzCommandOutputs(f *testing.F) {
 		require.Equal(t, protocol.Resolution, r.Type)
 		require.NotEmpty(t, r.Findings)
 	})
+}
+
+// TestOOMVictimNamedByIssueFirst: when other processes were killed
+// after the one the issue asks about, the finding still names it first,
+// with its own pid.
+func TestOOMVictimNamedByIssueFirst(t *testing.T) {
+	e := testEngine(t)
+	f := healthyFacts()
+	f.Memory.OOMKills = 5
+	f.Cgroups = []sysinfo.Cgroup{{Path: "/app.slice", MemoryLimitBytes: 64 * mib, MemoryBytes: 64 * mib, OOMKills: 1}}
+	kill := func(age time.Duration, pid int, comm string) sysinfo.LogLine {
+		return sysinfo.LogLine{Age: age, Priority: 3, Text: fmt.Sprintf("Memory cgroup out of memory: Killed process %d (%s) total-vm:1332328kB, anon-rss:65408kB, file-rss:5496kB, shmem-rss:0kB, UID:0 pgtables:176kB oom_score_adj:0", pid, comm)}
+	}
+	f.KernelLog = []sysinfo.LogLine{
+		kill(5*time.Minute, 4410, "leaky-app"),
+		kill(4*time.Minute, 4500, "batch-a"), kill(3*time.Minute, 4501, "batch-b"),
+		kill(2*time.Minute, 4502, "batch-c"), kill(time.Minute, 4503, "batch-d"),
+	}
+	r := investigate(t, e, "my application leaky-app keeps getting killed", f, nil)
+	require.NotEmpty(t, r.Findings)
+	require.Equal(t, "OOM killer killed leaky-app, batch-d, batch-c and 2 more in cgroup /app.slice", r.Findings[0].Title)
+	require.Contains(t, r.RootCause, "leaky-app")
 }

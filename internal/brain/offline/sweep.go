@@ -1,7 +1,9 @@
 package offline
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -518,6 +520,18 @@ func checkOOM(v *view, fs *findings) {
 	if len(victims) > 0 {
 		last = victims[len(victims)-1]
 	}
+	// A victim the issue names comes first, and its cgroup and pid are the
+	// finding's: other processes killed since (a batch job, a test) must
+	// not hide the one the operator asks about.
+	for i := len(victims) - 1; i >= 0; i-- {
+		if v.issueNames(victims[i].comm) {
+			last = victims[i]
+			break
+		}
+	}
+	slices.SortStableFunc(names, func(a, b string) int {
+		return cmp.Compare(rank(v.issueNames(b)), rank(v.issueNames(a)))
+	})
 	cgroup := last.cgroup
 	if cgroup == "" && len(cgs) > 0 {
 		cgroup = cgs[0]
@@ -596,4 +610,12 @@ func clip(s string, n int) string {
 		return s
 	}
 	return string(r[:n]) + "…"
+}
+
+// rank orders true before false in a descending comparison.
+func rank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
