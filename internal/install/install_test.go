@@ -832,6 +832,16 @@ func TestLiveInstall(t *testing.T) {
 	base := pathWithout(t, "bpftrace", "apt-get", "dnf", "yum", "zypper", "pacman", "apk")
 	host := hostState(t)
 
+	// What a successful live install writes under the overlays.
+	installed := []string{
+		"-rw------- upper_etc/nannyagent/config.yaml",
+		"-rw-r--r-- upper_etc/systemd/system/nannyagent.service",
+		"-rwxr-xr-x upper_usr_sbin/nannyagent",
+		"drwx------ upper_etc/nannyagent",
+		"drwx------ upper_var_lib/nannyagent",
+		"drwxr-xr-x upper_etc/systemd",
+		"drwxr-xr-x upper_etc/systemd/system",
+	}
 	for _, tc := range []struct {
 		name    string
 		aptGet  string // the fake's body; $fake is its directory
@@ -842,21 +852,13 @@ func TestLiveInstall(t *testing.T) {
 		stderr  string
 	}{
 		{
-			name:   "apt-get installs bpftrace",
-			aptGet: `case $1 in install) printf '#!/bin/sh\n' >"$fake/bpftrace"; chmod 755 "$fake/bpftrace" ;; esac`,
-			flag:   "--with-bpftrace",
-			code:   0,
-			log:    "update -q\ninstall -y -q bpftrace\n",
-			changes: []string{
-				"-rw------- upper_etc/nannyagent/config.yaml",
-				"-rw-r--r-- upper_etc/systemd/system/nannyagent.service",
-				"-rwxr-xr-x upper_usr_sbin/nannyagent",
-				"drwx------ upper_etc/nannyagent",
-				"drwx------ upper_var_lib/nannyagent",
-				"drwxr-xr-x upper_etc/systemd",
-				"drwxr-xr-x upper_etc/systemd/system",
-			},
-			stderr: "warning: systemd is not running here",
+			name:    "apt-get installs bpftrace",
+			aptGet:  `case $1 in install) printf '#!/bin/sh\n' >"$fake/bpftrace"; chmod 755 "$fake/bpftrace" ;; esac`,
+			flag:    "--with-bpftrace",
+			code:    0,
+			log:     "update -q\ninstall -y -q bpftrace\n",
+			changes: installed,
+			stderr:  "warning: systemd is not running here",
 		},
 		{
 			name:   "apt-get fails, bpftrace asked for",
@@ -875,20 +877,12 @@ func TestLiveInstall(t *testing.T) {
 			stderr: "apt-get succeeded but bpftrace is not in PATH",
 		},
 		{
-			name:   "apt-get fails, bpftrace optional",
-			aptGet: `case $1 in install) exit 100 ;; esac`,
-			code:   0,
-			log:    "update -q\ninstall -y -q bpftrace\n",
-			changes: []string{
-				"-rw------- upper_etc/nannyagent/config.yaml",
-				"-rw-r--r-- upper_etc/systemd/system/nannyagent.service",
-				"-rwxr-xr-x upper_usr_sbin/nannyagent",
-				"drwx------ upper_etc/nannyagent",
-				"drwx------ upper_var_lib/nannyagent",
-				"drwxr-xr-x upper_etc/systemd",
-				"drwxr-xr-x upper_etc/systemd/system",
-			},
-			stderr: "warning: bpftrace is not installed (apt-get failed",
+			name:    "apt-get fails, bpftrace optional",
+			aptGet:  `case $1 in install) exit 100 ;; esac`,
+			code:    0,
+			log:     "update -q\ninstall -y -q bpftrace\n",
+			changes: installed,
+			stderr:  "warning: bpftrace is not installed (apt-get failed",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
