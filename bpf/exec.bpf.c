@@ -132,25 +132,9 @@ static __always_inline void emit_event(void *ctx, struct exec_event *e, __u64 us
 	emit(ctx, e, offsetof(struct exec_event, data) + used);
 }
 
-/* filter_current without the comm filter, which is decided after the exec. */
-static __always_inline bool filter_caller(void)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-
-	if (targ_tgid && (__u32)(id >> 32) != targ_tgid)
-		return false;
-	if (targ_tid && (__u32)id != targ_tid)
-		return false;
-	if (targ_uid != INVALID_UID && (__u32)bpf_get_current_uid_gid() != targ_uid)
-		return false;
-	if (targ_cgroup && bpf_get_current_cgroup_id() != targ_cgroup)
-		return false;
-	return true;
-}
-
 static __always_inline int on_enter(const char *filename, const char *const *argv)
 {
-	if (!filter_caller())
+	if (!filter_current_ids()) /* the comm is the program's, decided after the exec */
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending_exec *p = slot(tid);

@@ -83,19 +83,7 @@ const struct exit_event *unused_exit_event __attribute__((unused));
 /* filter_current, with the process's comm instead of the thread's. */
 static __always_inline bool filter_exit(const char *comm)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-
-	if (targ_tgid && (__u32)(id >> 32) != targ_tgid)
-		return false;
-	if (targ_tid && (__u32)id != targ_tid)
-		return false;
-	if (targ_uid != INVALID_UID && (__u32)bpf_get_current_uid_gid() != targ_uid)
-		return false;
-	if (targ_cgroup && bpf_get_current_cgroup_id() != targ_cgroup)
-		return false;
-	if (filter_comm && !comm_matches(comm))
-		return false;
-	return true;
+	return filter_current_ids() && (!filter_comm || comm_matches(comm));
 }
 
 static __always_inline int on_exit(void *ctx, struct task_struct *task, int group_dead)

@@ -24,9 +24,11 @@ static __always_inline bool comm_matches(const char *comm)
 	return true;
 }
 
-/* filter_current reports whether the current task passes every enabled
- * filter. */
-static __always_inline bool filter_current(void)
+/* filter_current_ids checks the current task's ids against the pid, tid,
+ * uid and cgroup filters: filter_current without the comm, for entries
+ * that take the comm from elsewhere (the program an exec starts, the
+ * leader of an exiting process). */
+static __always_inline bool filter_current_ids(void)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -37,6 +39,15 @@ static __always_inline bool filter_current(void)
 	if (targ_uid != INVALID_UID && (__u32)bpf_get_current_uid_gid() != targ_uid)
 		return false;
 	if (targ_cgroup && bpf_get_current_cgroup_id() != targ_cgroup)
+		return false;
+	return true;
+}
+
+/* filter_current reports whether the current task passes every enabled
+ * filter. */
+static __always_inline bool filter_current(void)
+{
+	if (!filter_current_ids())
 		return false;
 	if (filter_comm) {
 		char comm[TASK_COMM_LEN];
