@@ -184,53 +184,42 @@ func TestExecCommIsTheProgramStarted(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 	}
-	for _, mode := range []struct {
-		name    string
-		atEntry bool
-	}{{"registers at exit", false}, {"pointers at entry", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			k := catalog.NewKernel(nil)
-			if mode.atEntry {
-				k.Disable[catalog.FeatureTaskPtRegs] = true
-			} else if !k.Have(catalog.FeatureTaskPtRegs) {
-				t.Skipf("no bpf_task_pt_regs here (5.15+): %s", k.Feature(catalog.FeatureTaskPtRegs).Detail)
-			}
-			require.Equal(t, mode.atEntry, keepAtEntry(k, catalog.Params{Comm: name}))
-			var mu sync.Mutex
-			var got []Event
-			observe = func(ev Event) {
-				mu.Lock()
-				got = append(got, ev)
-				mu.Unlock()
-			}
-			defer func() { observe = nil }()
-
-			const ok, failed, otherOK, otherFailed = 12, 5, 4, 3
-			res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
-				// Parents named after the test binary, not the filter.
-				parent(self, strconv.Itoa(ok)+"|"+target)
-				parent(self, strconv.Itoa(failed)+"|"+missing)
-				// A parent named as the filter, starting other programs;
-				// only its own start (the parent's exec) matches.
-				parent(namedParent, strconv.Itoa(otherOK)+"|"+otherBin)
-				parent(namedParent, strconv.Itoa(otherFailed)+"|"+missingOther)
-			})
-			require.Zero(t, res.Lost)
+	eachExecMode(t, func(t *testing.T, k *catalog.Kernel, atEntry bool) {
+		require.Equal(t, atEntry, keepAtEntry(k, catalog.Params{Comm: name}))
+		var mu sync.Mutex
+		var got []Event
+		observe = func(ev Event) {
 			mu.Lock()
-			defer mu.Unlock()
-			counts := map[string]int{}
-			for _, ev := range got {
-				counts[ev.Filename]++
-				if ev.Ret == 0 {
-					assert.Equal(t, name, ev.Comm, ev.Filename)
-				}
-			}
-			assert.Equal(t, map[string]int{target: ok, missing: failed, namedParent: 2}, counts)
-			assert.Equal(t, uint64(ok+failed+2), res.Events)
-			assert.Equal(t, uint64(ok+failed+2), cell(t, res.Tables[0], name, 1))
-			assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
+			got = append(got, ev)
+			mu.Unlock()
+		}
+		defer func() { observe = nil }()
+
+		const ok, failed, otherOK, otherFailed = 12, 5, 4, 3
+		res := catalogtest.Run(t, k, Entry{}, catalog.Params{Comm: name}, func() {
+			// Parents named after the test binary, not the filter.
+			parent(self, strconv.Itoa(ok)+"|"+target)
+			parent(self, strconv.Itoa(failed)+"|"+missing)
+			// A parent named as the filter, starting other programs;
+			// only its own start (the parent's exec) matches.
+			parent(namedParent, strconv.Itoa(otherOK)+"|"+otherBin)
+			parent(namedParent, strconv.Itoa(otherFailed)+"|"+missingOther)
 		})
-	}
+		require.Zero(t, res.Lost)
+		mu.Lock()
+		defer mu.Unlock()
+		counts := map[string]int{}
+		for _, ev := range got {
+			counts[ev.Filename]++
+			if ev.Ret == 0 {
+				assert.Equal(t, name, ev.Comm, ev.Filename)
+			}
+		}
+		assert.Equal(t, map[string]int{target: ok, missing: failed, namedParent: 2}, counts)
+		assert.Equal(t, uint64(ok+failed+2), res.Events)
+		assert.Equal(t, uint64(ok+failed+2), cell(t, res.Tables[0], name, 1))
+		assert.Equal(t, uint64(failed), cell(t, res.Tables[1], missing, 2))
+	})
 }
 
 func TestValidateRejectsUnsupportedFilter(t *testing.T) {
@@ -360,6 +349,13 @@ func TestKeepAtEntry(t *testing.T) {
 // rows would otherwise push the workload's out of the top-20 tables.
 func TestExecEveryPathExactly(t *testing.T) {
 	catalogtest.Kernel(t)
+	eachExecMode(t, runEveryPath)
+}
+
+// eachExecMode runs f in a subtest per way of finding a failed exec's
+// arguments: the task's saved registers at exit (5.15+, skipped before)
+// and the pointers kept at entry (forced by disabling the feature).
+func eachExecMode(t *testing.T, f func(t *testing.T, k *catalog.Kernel, atEntry bool)) {
 	for _, mode := range []struct {
 		name    string
 		atEntry bool
@@ -371,7 +367,7 @@ func TestExecEveryPathExactly(t *testing.T) {
 			} else if !k.Have(catalog.FeatureTaskPtRegs) {
 				t.Skipf("no bpf_task_pt_regs here (5.15+): %s", k.Feature(catalog.FeatureTaskPtRegs).Detail)
 			}
-			runEveryPath(t, k, mode.atEntry)
+			f(t, k, mode.atEntry)
 		})
 	}
 }
