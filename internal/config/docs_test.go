@@ -4,11 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/nannyagent/nannyagent/internal/docgen"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -21,24 +21,7 @@ const docsPath = "../../docs/CONFIGURATION.md"
 // tables beside it; this fails when one of them changed and `make docs`
 // was not run.
 func TestConfigDocsUpToDate(t *testing.T) {
-	data, err := os.ReadFile(docsPath)
-	require.NoError(t, err)
-	doc := string(data)
-	require.Equal(t, 1, strings.Count(doc, DocsBegin), "docs/CONFIGURATION.md must hold the begin marker once: %s", DocsBegin)
-	require.Equal(t, 1, strings.Count(doc, DocsEnd), "docs/CONFIGURATION.md must hold the end marker once: %s", DocsEnd)
-	begin := strings.Index(doc, DocsBegin)
-	end := strings.Index(doc, DocsEnd)
-	require.Greater(t, end, begin, "docs/CONFIGURATION.md: the end marker comes before the begin marker")
-	end += len(DocsEnd)
-	if end < len(doc) && doc[end] == '\n' {
-		end++
-	}
-	want := doc[:begin] + Reference() + doc[end:]
-	if *updateDocs {
-		require.NoError(t, os.WriteFile(docsPath, []byte(want), 0o644))
-		return
-	}
-	require.Equal(t, want, doc, "docs/CONFIGURATION.md is stale: run `make docs`")
+	docgen.Check(t, docsPath, DocsBegin, DocsEnd, Reference(), *updateDocs)
 }
 
 // The reference has one row per key, and names every environment

@@ -2,10 +2,10 @@ package registry
 
 import (
 	"flag"
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/nannyagent/nannyagent/internal/docgen"
 	"github.com/stretchr/testify/require"
 )
 
@@ -16,19 +16,7 @@ const docsPath = "../../../docs/EBPF_MONITORING.md"
 // The catalog reference in the docs is generated from the entries' Info;
 // this fails when an entry changed and `make docs` was not run.
 func TestCatalogDocsUpToDate(t *testing.T) {
-	data, err := os.ReadFile(docsPath)
-	require.NoError(t, err)
-	doc := string(data)
-	begin := strings.Index(doc, DocsBegin)
-	end := strings.Index(doc, DocsEnd)
-	require.True(t, begin >= 0 && end > begin, "docs/EBPF_MONITORING.md lacks the generated-reference markers")
-	end += len(DocsEnd) + 1
-	want := doc[:begin] + Reference() + doc[end:]
-	if *updateDocs {
-		require.NoError(t, os.WriteFile(docsPath, []byte(want), 0o644))
-		return
-	}
-	require.Equal(t, want, doc, "docs/EBPF_MONITORING.md is stale: run `make docs`")
+	docgen.Check(t, docsPath, DocsBegin, DocsEnd, Reference(), *updateDocs)
 }
 
 func TestRegistryNamesUnique(t *testing.T) {
